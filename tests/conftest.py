@@ -1,0 +1,132 @@
+"""Shared fixtures: tiny real image folders, configs written to disk, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHAPES = ("disc", "square", "cross", "bar")
+
+
+def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A bright shape on a dark noisy background: learnable in a few epochs at 32 px."""
+    background = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+    image = Image.fromarray(background)
+    draw = ImageDraw.Draw(image)
+    colour = tuple(int(v) for v in rng.integers(150, 256, 3))
+    cx, cy = (int(v) for v in rng.integers(size * 0.35, size * 0.65, 2))
+    r = int(rng.integers(size // 6, size // 4 + 1))
+    if shape == "disc":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif shape == "square":
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif shape == "cross":
+        width = max(2, size // 12)
+        draw.line([cx - r, cy, cx + r, cy], fill=colour, width=width)
+        draw.line([cx, cy - r, cx, cy + r], fill=colour, width=width)
+    else:
+        draw.rectangle([cx - r, cy - 2, cx + r, cy + 2], fill=colour)
+    return image
+
+
+def make_image_folder(
+    root: Path,
+    counts: dict[str, int],
+    classes: tuple[str, ...] = SHAPES[:3],
+    size: int = 40,
+    seed: int = 0,
+) -> Path:
+    """root/<split>/<class>/NNN.png|jpg with `counts[split]` images per class."""
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        for shape in classes:
+            folder = root / split / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                image = draw_shape(shape, size, rng)
+                suffix = ".png" if i % 2 else ".jpg"
+                image.save(folder / f"{i:03d}{suffix}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Three classes; train 10, val 4, test 4 images each."""
+    return make_image_folder(tmp_path / "data", {"train": 10, "val": 4, "test": 4})
+
+
+def config_dict(data_root: Path, **sections) -> dict:
+    """A small, fast config: VGG16 at 32 px, random weights, two short stages."""
+    config = {
+        "name": "t",
+        "output_dir": str(data_root.parent / "runs"),
+        "seed": 1,
+        "data": {
+            "train_dir": str(data_root / "train"),
+            "val_dir": str(data_root / "val"),
+            "test_dir": str(data_root / "test"),
+            "image_size": [32, 32],
+            "batch_size": 8,
+        },
+        "model": {"base": "vgg16", "weights": "none", "head": {"dense": [16]}},
+        "finetune": {"epochs": 2},
+    }
+    for key, value in sections.items():
+        if value is None:
+            config.pop(key, None)
+        elif isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    def write(config: dict, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli() -> Callable[..., object]:
+    """Run the real Typer app in-process; returns the click Result."""
+    from tlcli.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+def run_subprocess(
+    *args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None
+):
+    """The installed entry point in a fresh process, as a shell script would call it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tlcli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+    )

@@ -1,0 +1,61 @@
+"""The command line itself: help with examples, version, flags, preflight."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import config_dict, make_image_folder
+
+COMMANDS = ["pretrain", "finetune", "unfreeze", "evaluate", "run", "config", "preflight"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_shows_an_example(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert "Example: tlcli" in result.output
+
+
+def test_top_level_help_and_version(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+    version = cli("--version")
+    assert version.exit_code == 0 and version.output.startswith("tlcli ")
+
+
+def test_resume_and_overwrite_exclude_each_other(image_folder, write_config, cli):
+    result = cli("run", write_config(config_dict(image_folder)), "--resume", "--overwrite")
+    assert result.exit_code == 2
+    assert "exclude each other" in result.output
+
+
+def test_unknown_option_is_a_usage_error(cli, tmp_path):
+    result = cli("run", tmp_path / "c.yaml", "--bogus")
+    assert result.exit_code == 2
+
+
+def test_preflight_finds_leaks_duplicates_and_bad_files(tmp_path, write_config, cli):
+    root = make_image_folder(tmp_path / "data", {"train": 6, "val": 3})
+    leaked = root / "val" / "disc" / "000.jpg"
+    shutil.copy(leaked, root / "train" / "disc" / "copy_of_val.jpg")
+    shutil.copy(root / "train" / "cross" / "001.png", root / "train" / "cross" / "twin.png")
+    (root / "train" / "square" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    path = write_config(config_dict(root, data={"test_dir": None}))
+    result = cli("preflight", path)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "leak across splits" in text and "copy_of_val.jpg" in text
+    assert "duplicates within train" in text and "twin.png" in text
+    assert "broken.jpg" in text
+    assert "3 problem(s) found" in text
+    assert cli("preflight", path, "--strict").exit_code == 1
+    assert not (tmp_path / "runs").exists(), "preflight writes nothing"
+
+
+def test_preflight_on_a_clean_dataset(image_folder, write_config, cli):
+    result = cli("preflight", write_config(config_dict(image_folder)), "--strict")
+    assert result.exit_code == 0, result.output
+    assert "no problems found" in result.output

@@ -1,0 +1,67 @@
+"""Every odd file is either converted to RGB (with a note) or skipped (with a reason)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from odd_images import ODD_FILES, write_odd_files
+from PIL import Image
+
+from tlcli.images import decode_image, list_files
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("odd")
+    write_odd_files(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("name", "outcome"), sorted(ODD_FILES.items()))
+def test_odd_file_is_converted_or_skipped(odd_folder, name, outcome):
+    decoded = decode_image(odd_folder / name, (24, 32))
+    if outcome == "skip":
+        assert decoded.pixels is None
+        assert decoded.error
+    else:
+        assert decoded.error is None
+        assert decoded.pixels.shape == (24, 32, 3)
+        assert decoded.pixels.dtype == np.uint8
+        assert decoded.notes, "a conversion must be reported"
+
+
+def test_plain_rgb_jpeg_has_no_notes(tmp_path):
+    Image.new("RGB", (50, 30), (10, 200, 30)).save(tmp_path / "plain.jpg")
+    decoded = decode_image(tmp_path / "plain.jpg", (16, 16))
+    assert decoded.notes == [] and decoded.error is None
+    assert abs(int(decoded.pixels[8, 8, 1]) - 200) < 8
+
+
+def test_sixteen_bit_gray_keeps_its_range(odd_folder):
+    """convert('RGB') would clip 16-bit values to white; the decoder scales them instead."""
+    pixels = decode_image(odd_folder / "gray16.png", (40, 40)).pixels
+    assert pixels.min() < 30 and pixels.max() > 220
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    wide = Image.new("RGB", (40, 20), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 20, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    wide.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
+    decoded = decode_image(tmp_path / "r.jpg", (40, 20))
+    assert "EXIF" in decoded.notes[0]
+    # displayed upright, the white half is on top
+    assert decoded.pixels[:10].mean() > 200 and decoded.pixels[-10:].mean() < 50
+
+
+def test_list_files_skips_hidden_and_system_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.jpg", ".DS_Store", "Thumbs.db", "sub/b.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "c.jpg").write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_files(tmp_path)] == [
+        "a.jpg",
+        "sub/b.png",
+    ]

@@ -1,0 +1,62 @@
+"""A stage killed with SIGKILL mid-epoch resumes with --resume, losing at most that epoch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import config_dict, make_image_folder
+
+
+def test_sigkill_mid_epoch_then_resume(tmp_path, write_config):
+    root = make_image_folder(tmp_path / "data", {"train": 40, "val": 4}, size=32)
+    epochs = 5
+    config = config_dict(
+        root,
+        data={"test_dir": None, "batch_size": 8},
+        # every layer trains: slow enough on 2 cores to be caught in the middle of an epoch
+        unfreeze={"layers": "all", "epochs": epochs, "optimizer": {"learning_rate": 1e-5}},
+        finetune={"epochs": 1},
+    )
+    path = write_config(config)
+    run = tmp_path / "runs" / "t"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "tlcli"]
+    done = subprocess.run([*cmd, "finetune", path, "-q"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+
+    process = subprocess.Popen(
+        [*cmd, "unfreeze", str(path), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    backup = run / "unfreeze" / "backup"
+    deadline = time.monotonic() + 300
+    while not list(backup.glob("epoch-00002.weights.h5")):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside epoch 3
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "unfreeze" / "model.keras").exists()
+
+    state = json.loads((run / "unfreeze" / "stage.json").read_text())
+    assert state["status"] == "running"
+    refused = subprocess.run([*cmd, "unfreeze", path], capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "was interrupted" in refused.stderr
+
+    resumed = subprocess.run(
+        [*cmd, "unfreeze", path, "--resume"], capture_output=True, text=True, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    state = json.loads((run / "unfreeze" / "stage.json").read_text())
+    assert state["status"] == "finished"
+    assert state["resumed_from_epoch"] >= 2  # the finished epochs were not redone
+    with (run / "unfreeze" / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == list(range(epochs))
+    assert (run / "unfreeze" / "model.keras").is_file()

@@ -1,0 +1,700 @@
+"""The config schema: one typed object from the YAML file to every stage.
+
+The pydantic models below are the schema, the validator and the source of README's config
+reference at once. `load_config` reads a YAML file, applies `--set` overrides, validates, checks
+that paths exist and returns a `Config`; every mistake becomes a `ConfigError` whose message names
+the file, the line and the key.
+
+>>> cfg = load_config("configs/quickstart.yaml", ["finetune.epochs=3"])  # doctest: +SKIP
+>>> cfg.finetune.epochs  # doctest: +SKIP
+3
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tlcli.bases import BASES, base_names
+from tlcli.errors import ConfigError
+
+SPECIAL_WEIGHTS = ("imagenet", "none", "pretrain")
+STAGES = ("pretrain", "finetune", "unfreeze")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, defaults are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _at(key: str, message: str) -> ValueError:
+    """An error about `key` (relative to the section being validated), for cross-key checks."""
+    return ValueError(f"@{key}@{message}")
+
+
+def _none_if_off(value: Any) -> Any:
+    """`key: none`, `key: false` and `key: null` all switch an optional section off."""
+    return None if value in (None, False, "none", "off") else value
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+class AugmentConfig(Section):
+    """Random augmentation of training images; every transform is off by default."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    rotation: float = Field(0.0, ge=0, le=0.5, description="fraction of a full turn, both ways")
+    zoom: float = Field(0.0, ge=0, lt=1, description="zoom in or out by up to this fraction")
+    crop: float = Field(0.0, ge=0, lt=1, description="random crop of up to this fraction")
+    translate: float = Field(0.0, ge=0, lt=1, description="shift by up to this fraction")
+    contrast: float = Field(0.0, ge=0, le=1, description="contrast change factor")
+    brightness: float = Field(0.0, ge=0, le=1, description="brightness change factor")
+
+    @property
+    def enabled(self) -> bool:
+        return self != AugmentConfig()
+
+
+def _image_size(value: Any) -> Any:
+    """`image_size: 224` is shorthand for `[224, 224]`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    return value
+
+
+class DataConfig(Section):
+    """Where the images are and how they are fed. Each split folder holds one folder per class."""
+
+    train_dir: Path
+    val_dir: Path | None = None
+    val_split: float | None = Field(None, ge=0, lt=1)
+    test_dir: Path | None = None
+    test_split: float | None = Field(None, ge=0, lt=1)
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
+    batch_size: PositiveInt = 32
+    augment: AugmentConfig = AugmentConfig()
+    class_weight: Literal["none", "balanced"] = "none"
+
+    _image_size = field_validator("image_size", mode="before")(_image_size)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_off(cls, value: Any) -> Any:
+        return {} if _none_if_off(value) is None else value
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_weight_off(cls, value: Any) -> Any:
+        return "none" if value is None else value
+
+    @model_validator(mode="after")
+    def _splits(self) -> DataConfig:
+        if self.val_dir is not None and self.val_split is not None:
+            raise _at("val_split", "give val_dir or val_split, not both")
+        if self.test_dir is not None and self.test_split is not None:
+            raise _at("test_split", "give test_dir or test_split, not both")
+        if self.val_dir is None and self.val_split is None:
+            # A folder of images and nothing else still gets a validation set.
+            self.val_split = 0.2
+        if (self.val_split or 0) + (self.test_split or 0) >= 0.9:
+            raise _at(
+                "val_split", "val_split + test_split leave less than 10% of train_dir to train on"
+            )
+        return self
+
+
+class DataOverride(Section):
+    """`pretrain.data`: data keys that differ for the source task; the rest come from `data`."""
+
+    train_dir: Path | None = None
+    val_dir: Path | None = None
+    val_split: float | None = Field(None, ge=0, lt=1)
+    test_dir: Path | None = None
+    test_split: float | None = Field(None, ge=0, lt=1)
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
+    batch_size: PositiveInt | None = None
+    augment: AugmentConfig | None = None
+    class_weight: Literal["none", "balanced"] | None = None
+
+    _image_size = field_validator("image_size", mode="before")(_image_size)
+
+
+# -------------------------------------------------------------------------------------- model
+
+Activation = Literal["relu", "gelu", "silu", "swish", "elu", "selu", "tanh", "leaky_relu"]
+
+
+class HeadConfig(Section):
+    """The new classifier on top of the base: pooling output -> dropout -> dense layers."""
+
+    dense: list[PositiveInt] = Field(default_factory=list, description="hidden layer widths")
+    dropout: float = Field(0.2, ge=0, lt=1)
+    activation: Activation = "relu"
+
+
+def _head_kind(value: Any) -> str:
+    return "~pretrain" if value == "pretrain" else "~layers"
+
+
+# `head: pretrain` (adaptive transfer) or a HeadConfig; the tags keep errors about one shape.
+Head = Annotated[
+    Annotated[HeadConfig, Tag("~layers")] | Annotated[Literal["pretrain"], Tag("~pretrain")],
+    Discriminator(_head_kind),
+]
+
+
+class ModelConfig(Section):
+    """The network: a keras.applications base, its starting weights, the pooling and the head."""
+
+    base: str
+    weights: str = Field("imagenet", description="imagenet | none | pretrain | path to a file")
+    pooling: Literal["flatten", "avg", "max"] = "avg"
+    head: Head = Field(default_factory=HeadConfig)
+
+    @field_validator("base")
+    @classmethod
+    def _known_base(cls, value: str) -> str:
+        value = value.lower()
+        if value not in BASES:
+            hint = difflib.get_close_matches(value, base_names(), n=1)
+            did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
+            raise ValueError(
+                f"unknown base '{value}'; {did_you_mean}known: {', '.join(base_names())}"
+            )
+        return value
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_none(cls, value: Any) -> Any:
+        return "none" if value is None else value
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+class OptimizerConfig(Section):
+    """A Keras optimizer. `momentum` applies to sgd and rmsprop, `nesterov` to sgd."""
+
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    momentum: float | None = Field(None, ge=0, lt=1)
+    nesterov: bool | None = None
+    weight_decay: float | None = Field(None, ge=0)
+    clipnorm: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _applies(self) -> OptimizerConfig:
+        if self.momentum is not None and self.name not in ("sgd", "rmsprop"):
+            raise _at("momentum", f"applies to sgd and rmsprop, not {self.name}")
+        if self.nesterov is not None and self.name != "sgd":
+            raise _at("nesterov", f"applies to sgd only, not {self.name}")
+        return self
+
+
+class ScheduleConfig(Section):
+    """Learning-rate schedule over optimizer steps (batches).
+
+    inverse_time: lr0 / (1 + decay_rate * step / decay_steps); exponential: lr0 * decay_rate **
+    (step / decay_steps); step: the same in whole steps (staircase); cosine: from lr0 to
+    alpha * lr0 over decay_steps (default: the whole stage).
+    """
+
+    name: Literal["constant", "inverse_time", "exponential", "step", "cosine"] = "constant"
+    decay_steps: PositiveInt | None = Field(None, description="default: one epoch (cosine: all)")
+    decay_rate: PositiveFloat = 0.5
+    alpha: float = Field(0.0, ge=0, le=1)
+    warmup_steps: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _warmup_cosine_only(self) -> ScheduleConfig:
+        if self.warmup_steps and self.name != "cosine":
+            raise _at("warmup_steps", f"applies to the cosine schedule, not {self.name}")
+        return self
+
+
+class EarlyStoppingConfig(Section):
+    """Stop when `monitor` stops improving; keep the best epoch's weights."""
+
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    patience: NonNegativeInt = 3
+    min_delta: float = Field(0.0, ge=0)
+    restore_best_weights: bool = True
+
+
+class TrainStage(Section):
+    """What every training stage has: epochs, optimizer, schedule, loss options, early stop."""
+
+    epochs: PositiveInt = 10
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping: EarlyStoppingConfig | None = None
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_name(cls, value: Any) -> Any:
+        """`schedule: cosine` is shorthand for `schedule: {name: cosine}`."""
+        if value is None:
+            return {}
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping_switch(cls, value: Any) -> Any:
+        return {} if value is True else _none_if_off(value)
+
+
+class PretrainConfig(TrainStage):
+    """The source task: the whole base trains, with its own head, on `data` + `pretrain.data`."""
+
+    epochs: PositiveInt = 20
+    data: DataOverride = Field(default_factory=DataOverride)
+    weights: str = Field("none", description="imagenet | none | path: the base before pretraining")
+    head: HeadConfig | None = Field(None, description="default: model.head, or dense [256]")
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_none(cls, value: Any) -> Any:
+        return "none" if value is None else value
+
+
+class FinetuneConfig(TrainStage):
+    """Frozen base, new head trains."""
+
+    epochs: PositiveInt = 10
+
+
+class UnfreezeConfig(TrainStage):
+    """The top of the base trains too, at a low learning rate, starting from `finetune`."""
+
+    epochs: PositiveInt = 5
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(learning_rate=1e-5))
+    layers: int | Literal["all"] | None = Field(None, description="top N layers of the base")
+    from_layer: str | None = None
+    from_block: str | None = None
+    train_bn: bool = False
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, value: Any) -> Any:
+        if value is None or value == "all":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"expected a positive number of layers or 'all', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> UnfreezeConfig:
+        chosen = [k for k in ("layers", "from_layer", "from_block") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise _at(
+                chosen[1], f"give one of layers, from_layer, from_block (got {', '.join(chosen)})"
+            )
+        if not chosen:
+            self.layers = "all"
+        return self
+
+
+class EvaluateConfig(Section):
+    """Which split `evaluate` scores: auto = test when the data has one, else val."""
+
+    split: Literal["auto", "test", "val", "train"] = "auto"
+
+
+class RunConfig(Section):
+    """How the computation runs: precision, XLA, and the tf.distribute strategy."""
+
+    mixed_precision: Literal["none", "float16", "bfloat16"] = "none"
+    jit_compile: Literal["auto"] | bool = "auto"
+    distribution: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = "auto"
+    tpu: str | None = Field(None, description="TPU address for distribution: tpu")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _precision_off(cls, value: Any) -> Any:
+        return "none" if value in (None, False) else value
+
+
+class Config(Section):
+    """The whole experiment. Outputs go to `<output_dir>/<name>/`."""
+
+    name: str
+    output_dir: Path = Path("runs")
+    seed: int = 42
+    data: DataConfig
+    model: ModelConfig
+    pretrain: PretrainConfig | None = None
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    unfreeze: UnfreezeConfig | None = None
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    _source: str = PrivateAttr("<config>")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(
+                f"'{value}' is not a folder name: use letters, digits, '.', '_' and '-'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.pretrain is not None and self.pretrain.weights == "pretrain":
+            raise _at("pretrain.weights", "cannot be 'pretrain' (it is what pretrain makes)")
+        if self.pretrain is not None and self.pretrain.head is None:
+            head = self.model.head
+            self.pretrain.head = head if isinstance(head, HeadConfig) else HeadConfig(dense=[256])
+        if self.model.weights == "pretrain" and self.pretrain is None:
+            raise _at("model.weights", "is 'pretrain' but the config has no pretrain section")
+        if self.model.head == "pretrain":
+            if self.pretrain is None:
+                raise _at("model.head", "is 'pretrain' but the config has no pretrain section")
+            if not self.pretrain.head.dense:
+                raise _at(
+                    "model.head",
+                    "is 'pretrain' (reuse its hidden layers) but pretrain.head.dense is empty: "
+                    "give the pretrain head hidden layers, e.g. dense: [256]",
+                )
+        if self.evaluate.split == "test" and not (self.data.test_dir or self.data.test_split):
+            raise _at("evaluate.split", "is 'test' but data has no test_dir or test_split")
+        for stage in STAGES:
+            section = getattr(self, stage)
+            stopping = section and section.early_stopping
+            if stopping and stopping.monitor.startswith("val_"):
+                data = self.stage_data(stage)
+                if data.val_dir is None and not data.val_split:
+                    raise _at(
+                        f"{stage}.early_stopping.monitor",
+                        f"'{stopping.monitor}' needs validation data, and this stage has none",
+                    )
+        spec = BASES[self.model.base]
+        sizes = {"data.image_size": self.data.image_size}
+        if self.pretrain is not None:
+            sizes["pretrain.data.image_size"] = self.pretrain.data.image_size
+        for key, size in sizes.items():
+            if size and min(size) < spec.min_size:
+                raise _at(
+                    key,
+                    f"{list(size)} is too small for {spec.name}: "
+                    f"at least {spec.min_size}x{spec.min_size}",
+                )
+        return self
+
+    # --- views the stages use -----------------------------------------------------------------
+
+    @property
+    def source(self) -> str:
+        """The file this config came from, for messages."""
+        return self._source
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The target task's image size: as configured, else the base's default."""
+        return self.data.image_size or (BASES[self.model.base].default_size,) * 2
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+    def stage_data(self, stage: str) -> DataConfig:
+        """The data a stage trains on: `data`, with `pretrain.data` laid over it for pretrain.
+
+        When `pretrain.data` names its own `train_dir`, the split keys of `data` describe another
+        dataset and are not inherited.
+        """
+        if stage != "pretrain" or self.pretrain is None:
+            return self.data
+        override = self.pretrain.data.model_dump(exclude_none=True)
+        merged = self.data.model_dump()
+        if "train_dir" in override:
+            for key in ("val_dir", "val_split", "test_dir", "test_split"):
+                merged[key] = None
+        merged.update(override)
+        if merged.get("image_size") is None:
+            merged["image_size"] = self.image_size
+        return DataConfig.model_validate(merged)
+
+    def defined_stages(self) -> list[str]:
+        """The training stages `tlcli run` runs, in order: finetune always, others when present."""
+        return [s for s in STAGES if s == "finetune" or getattr(self, s) is not None]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override, validate and path-check a config file. Raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{path}{_yaml_mark(exc)}: not valid YAML: {_yaml_problem(exc)}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    raw.setdefault("name", path.stem)
+    overridden = apply_overrides(raw, overrides, path)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = _key_lines(text)
+        raise ConfigError(
+            "\n".join(_describe(err, path, lines, overridden) for err in exc.errors())
+        ) from None
+    config = _absolute_paths(config)
+    config._source = str(path)
+    check_paths(config)
+    return config
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Path) -> dict:
+    """Apply `KEY=VALUE` overrides in place (values parse as YAML); returns {key: override}."""
+    applied = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. finetune.epochs=3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"{path} (--set {item}): {where} is not a section")
+            node = child
+        node[parts[-1]] = value
+        applied[key] = item
+    return applied
+
+
+def check_paths(config: Config) -> None:
+    """Every folder and weights file the config names must exist, checked before any work."""
+    data_sections = [("data", config.data)]
+    if config.pretrain is not None:
+        data_sections.append(("pretrain.data", config.pretrain.data))
+    for prefix, data in data_sections:
+        for key in ("train_dir", "val_dir", "test_dir"):
+            folder = getattr(data, key)
+            if folder is not None and not folder.is_dir():
+                what = "is not a folder" if folder.exists() else "folder not found"
+                raise ConfigError(f"{config.source}: {prefix}.{key}: {what}: {folder}")
+    weights = [("model.weights", config.model.weights)]
+    if config.pretrain is not None:
+        weights.append(("pretrain.weights", config.pretrain.weights))
+    for key, value in weights:
+        if value not in SPECIAL_WEIGHTS and not Path(value).exists():
+            raise ConfigError(
+                f"{config.source}: {key}: '{value}' is not imagenet, none, pretrain, "
+                "or an existing weights file"
+            )
+
+
+def stage_fingerprint(config: Config, stage: str) -> dict[str, Any]:
+    """The config keys a stage's result depends on, flattened: what resume and reuse compare.
+
+    A stage depends on the seed, its data, the model and its own section, and on the stages it
+    starts from (pretrain, when the model reuses it; finetune, for unfreeze).
+    """
+    dump = config.model_dump(mode="json")
+    if stage == "pretrain":
+        parts = {
+            "seed": dump["seed"],
+            "pretrain": dump["pretrain"],
+            "pretrain_data": config.stage_data("pretrain").model_dump(mode="json"),
+            "model.base": dump["model"]["base"],
+            "model.pooling": dump["model"]["pooling"],
+        }
+        return flatten(parts)
+    parts = {"seed": dump["seed"], "data": dump["data"], "model": dump["model"]}
+    parts["finetune"] = dump["finetune"]
+    if stage == "unfreeze":
+        parts["unfreeze"] = dump["unfreeze"]
+    fingerprint = flatten(parts)
+    if "pretrain" in (config.model.weights, config.model.head):
+        fingerprint.update(stage_fingerprint(config, "pretrain"))
+    return fingerprint
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: configs compared key by key."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _absolute_paths(config: Config) -> Config:
+    """Relative paths are relative to the current directory; the run dir records them absolute."""
+
+    def resolve(section: BaseModel, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            value = getattr(section, key)
+            if isinstance(value, Path):
+                setattr(section, key, value.expanduser().absolute())
+
+    resolve(config, ("output_dir",))
+    resolve(config.data, ("train_dir", "val_dir", "test_dir"))
+    if config.pretrain is not None:
+        resolve(config.pretrain.data, ("train_dir", "val_dir", "test_dir"))
+        if config.pretrain.weights not in SPECIAL_WEIGHTS:
+            config.pretrain.weights = str(Path(config.pretrain.weights).expanduser().absolute())
+    if config.model.weights not in SPECIAL_WEIGHTS:
+        config.model.weights = str(Path(config.model.weights).expanduser().absolute())
+    return config
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: PyYAML would silently keep the last one."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}'", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def _yaml_mark(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f":{mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    return getattr(exc, "problem", None) or str(exc).splitlines()[0]
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key of a YAML text to its line number, for error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _describe(err: dict, path: Path, lines: dict[str, int], overridden: dict[str, str]) -> str:
+    """One line per validation error: file[:line][ (--set ...)]: key: what is wrong."""
+    loc = [str(part) for part in err["loc"] if not str(part).startswith("~")]
+    message = _message(err, loc)
+    if message.startswith("@"):
+        relative, _, message = message[1:].partition("@")
+        loc += relative.split(".")
+    key = ".".join(loc)
+    line = next((lines[k] for k in _prefixes(key) if k in lines), None)
+    where = f"{path}:{line}" if line and key not in overridden else str(path)
+    setting = next((overridden[k] for k in _prefixes(key) if k in overridden), None)
+    if setting:
+        where += f" (--set {setting})"
+    return f"{where}: {key or '(top level)'}: {message}"
+
+
+def _prefixes(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def _message(err: dict, loc: list[str]) -> str:
+    kind, given = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], known, n=1)
+        did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"unknown key{did_you_mean} (known here: {', '.join(known)})"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping of keys, got {_short(given)}"
+    message = err["msg"].removeprefix("Value error, ")
+    if kind in ("value_error", "assertion_error"):
+        return message
+    return f"{message[:1].lower()}{message[1:]} (got {_short(given)})"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    """The keys allowed in the section at `loc`, walking the schema."""
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return []
+        model = _section_type(field.annotation)
+    return list(model.model_fields) if isinstance(model, type) else []
+
+
+def _section_type(annotation: Any) -> Any:
+    """The Section class inside an annotation such as `X | None` or the Head union."""
+    if isinstance(annotation, type) and issubclass(annotation, Section):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) + getattr(annotation, "__metadata__", ()):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,139 @@
+"""Fit one stage with Keras callbacks, so that a killed stage resumes where it stopped.
+
+Callbacks: `EpochBackup` (below), CSVLogger (history.csv), TensorBoard (logs/), EarlyStopping
+when configured. Keras' BackupAndRestore writes its weights file in place and its epoch counter
+in a second file, so a kill at the wrong moment leaves a torn or mismatched pair; `EpochBackup`
+saves the same state (weights and optimizer variables) under a name that carries the epoch and
+moves it into place atomically, and `resume_point` reads it back before fit() starts. history.csv
+is cut back to the restored epoch, so it stays continuous whatever the moment of the kill.
+
+>>> stage_dir = Path("runs/demo/finetune")
+>>> outcome = fit_stage(model, train_ds, val_ds, cfg.finetune, stage_dir, 2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from tlcli.config import TrainStage
+from tlcli.rundir import atomic_path, write_text
+
+BACKUP_PATTERN = re.compile(r"epoch-(\d+)\.weights\.h5$")
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """After each epoch, save weights and optimizer state to backup/epoch-N.weights.h5."""
+
+    def __init__(self, backup_dir: Path) -> None:
+        super().__init__()
+        self.backup_dir = backup_dir
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        target = self.backup_dir / f"epoch-{epoch + 1:05d}.weights.h5"
+        with atomic_path(target) as tmp:
+            self.model.save_weights(tmp)
+        for older in self.backup_dir.glob("epoch-*.weights.h5"):
+            if older != target:
+                older.unlink()
+
+
+def resume_point(model: keras.Model, backup_dir: Path) -> int:
+    """Load the newest backup into a compiled model; returns the number of finished epochs."""
+    backups = sorted(
+        (int(m.group(1)), p)
+        for p in backup_dir.glob("epoch-*.weights.h5")
+        if (m := BACKUP_PATTERN.search(p.name))
+    )
+    if not backups:
+        return 0
+    epochs_done, path = backups[-1]
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # so its variables can be restored
+    model.load_weights(path)
+    return epochs_done
+
+
+def trim_history(history_csv: Path, epochs_done: int) -> None:
+    """Keep only the rows of finished (backed-up) epochs: a resumed run appends after them."""
+    if not history_csv.is_file():
+        return
+    with history_csv.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [r for r in body if len(r) == len(header) and r[0].isdigit() and int(r[0]) < epochs_done]
+    lines = [",".join(header)] + [",".join(r) for r in kept]
+    write_text(history_csv, "\n".join(lines) + "\n")
+
+
+@dataclass
+class FitOutcome:
+    epochs_done: int
+    resumed_from: int
+    stopped_early: bool
+    seconds: float
+    final: dict[str, float]  # the last epoch's logs
+
+
+def fit_stage(
+    model: keras.Model,
+    train_ds,
+    val_ds,
+    stage: TrainStage,
+    stage_dir: Path,
+    verbose: int,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> FitOutcome:
+    """Train `model` for the stage's epochs, resuming from stage_dir/backup when it holds one."""
+    backup_dir = stage_dir / "backup"
+    history_csv = stage_dir / "history.csv"
+    initial_epoch = resume_point(model, backup_dir)
+    if initial_epoch:
+        trim_history(history_csv, initial_epoch)
+    elif history_csv.exists():
+        history_csv.unlink()
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochBackup(backup_dir),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
+        *(extra_callbacks or []),
+    ]
+    early = None
+    if stage.early_stopping is not None and (
+        val_ds is not None or "val_" not in stage.early_stopping.monitor
+    ):
+        early = keras.callbacks.EarlyStopping(
+            monitor=stage.early_stopping.monitor,
+            patience=stage.early_stopping.patience,
+            min_delta=stage.early_stopping.min_delta,
+            restore_best_weights=stage.early_stopping.restore_best_weights,
+            mode="max" if "accuracy" in stage.early_stopping.monitor else "min",
+        )
+        callbacks.append(early)
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=stage.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself; Keras warns when asked to
+    )
+    seconds = time.perf_counter() - started
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    epochs_done = initial_epoch + len(history.epoch)
+    return FitOutcome(
+        epochs_done=epochs_done,
+        resumed_from=initial_epoch,
+        stopped_early=bool(early is not None and early.stopped_epoch > 0),
+        seconds=seconds,
+        final=final,
+    )
