@@ -31,7 +31,10 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, write_config):
     assert done.returncode == 0, done.stderr
 
     process = subprocess.Popen(
-        [*cmd, "unfreeze", str(path), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        [*cmd, "unfreeze", str(path), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     backup = run / "unfreeze" / "backup"
     deadline = time.monotonic() + 300

@@ -278,13 +278,26 @@ class PretrainConfig(TrainStage):
         return "none" if value is None else value
 
 
-class FinetuneConfig(TrainStage):
+class FrozenCache(Section):
+    """Options of the frozen-bottom cache shared by finetune and unfreeze.
+
+    auto: cache when it is exact (no augmentation) or when `cache_views` is set; on: always
+    (with augmentation and no cache_views, 4 views); off: never.
+    """
+
+    cache: Literal["auto", "on", "off"] = "auto"
+    cache_views: PositiveInt | None = Field(
+        None, description="augmented views of each training image to cache"
+    )
+
+
+class FinetuneConfig(FrozenCache, TrainStage):
     """Frozen base, new head trains."""
 
     epochs: PositiveInt = 10
 
 
-class UnfreezeConfig(TrainStage):
+class UnfreezeConfig(FrozenCache, TrainStage):
     """The top of the base trains too, at a low learning rate, starting from `finetune`."""
 
     epochs: PositiveInt = 5

@@ -12,6 +12,7 @@ skipped), and a report written that lists each skipped or converted file.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class DecodedSplit:
     rows: np.ndarray
     labels: np.ndarray
     paths: list[Path]
+    key: str = ""  # identifies the pixels: the decoded folder's content key and the rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -102,6 +104,7 @@ def _readable(split: Split, decoded: DecodedFolder) -> DecodedSplit:
         rows=rows,
         labels=split.folder.labels[rows],
         paths=[split.folder.files[i] for i in rows],
+        key=f"{decoded.key}:{hashlib.sha1(rows.tobytes()).hexdigest()[:16]}",
     )
 
 

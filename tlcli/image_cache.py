@@ -40,6 +40,7 @@ class DecodedFolder:
     ok: np.ndarray  # bool per file
     notes: dict[int, list[str]]  # file position -> conversions applied
     errors: dict[int, str]  # file position -> why it was skipped
+    key: str  # changes whenever any file, the size or the decoder changes
 
 
 def decode_folder(
@@ -59,7 +60,7 @@ def decode_folder(
         if pixels.shape == (len(folder.files), *size, 3):
             if on_progress:
                 on_progress(len(folder.files))
-            return _from_meta(folder, pixels, meta)
+            return _from_meta(folder, pixels, meta, key)
     for stale in cache_dir.glob(f"images-{slot}-*"):
         stale.unlink()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -86,17 +87,16 @@ def decode_folder(
                     on_progress(1)
         pixels.flush()
     write_json(meta_path, {"notes": notes, "errors": errors, "size": list(size)})
-    return _from_meta(
-        folder, np.load(array_path, mmap_mode="r"), {"notes": notes, "errors": errors}
-    )
+    meta = {"notes": notes, "errors": errors}
+    return _from_meta(folder, np.load(array_path, mmap_mode="r"), meta, key)
 
 
-def _from_meta(folder: Folder, pixels: np.ndarray, meta: dict) -> DecodedFolder:
+def _from_meta(folder: Folder, pixels: np.ndarray, meta: dict, key: str) -> DecodedFolder:
     notes = {int(k): v for k, v in meta["notes"].items()}
     errors = {int(k): v for k, v in meta["errors"].items()}
     ok = np.ones(len(folder.files), dtype=bool)
     ok[list(errors)] = False
-    return DecodedFolder(folder, pixels, ok, notes, errors)
+    return DecodedFolder(folder, pixels, ok, notes, errors, key)
 
 
 def _content_key(folder: Folder, size: tuple[int, int]) -> str:

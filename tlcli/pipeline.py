@@ -28,32 +28,43 @@ def make_dataset(
     seed: int = 0,
     augment: AugmentConfig | None = None,
     class_weights: np.ndarray | None = None,
-    drop_remainder: bool = False,
+    views: int = 1,
 ) -> tf.data.Dataset:
-    """Batches of (float32 images 0..255, one-hot labels[, weights]) from a decoded split."""
+    """Batches of (float32 inputs, one-hot labels[, weights]) from a split's array.
+
+    `split.pixels` is the decoded uint8 images, or cached features (feature_cache.py); with
+    `views > 1` it holds several augmented views of each example, shaped (views, rows, ...), and
+    each example is served in a randomly chosen view each epoch.
+    """
     rows = np.asarray(split.rows)
     labels = np.asarray(split.labels, dtype=np.int32)
-    pixels = split.pixels
-    height, width = pixels.shape[1:3]
+    source = split.pixels
+    sample_shape = tuple(source.shape[2:] if views > 1 else source.shape[1:])
 
-    def gather(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # One read per batch from the memory map; sorted rows make it sequential on disk.
-        order = np.argsort(rows[positions])
-        chosen = positions[order]
-        return np.ascontiguousarray(pixels[rows[chosen]]), labels[chosen]
+    def gather(positions: np.ndarray, view_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # One read per batch from the memory map, in storage order (sequential on disk).
+        order = np.lexsort((rows[positions], view_ids))
+        positions, view_ids = positions[order], view_ids[order]
+        batch = source[view_ids, rows[positions]] if views > 1 else source[rows[positions]]
+        return np.ascontiguousarray(batch), labels[positions]
 
-    def load(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images, batch_labels = tf.numpy_function(gather, [positions], (tf.uint8, tf.int32))
-        images.set_shape([None, height, width, 3])
+    def load(positions: tf.Tensor, view_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        batch, batch_labels = tf.numpy_function(
+            gather, [positions, view_ids], (tf.as_dtype(source.dtype), tf.int32)
+        )
+        batch.set_shape([None, *sample_shape])
         batch_labels.set_shape([None])
-        return tf.cast(images, tf.float32), tf.one_hot(batch_labels, num_classes)
+        return tf.cast(batch, tf.float32), tf.one_hot(batch_labels, num_classes)
 
     dataset = tf.data.Dataset.range(len(rows))
     if shuffle:
         dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    # The random stream restarts each epoch but meets a new shuffle order, so every example
+    # sees a different view from epoch to epoch, deterministically for a given seed.
+    view_stream = tf.data.Dataset.random(seed=seed).map(lambda r: r % views)
+    dataset = tf.data.Dataset.zip(dataset, view_stream).batch(batch_size)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    layers = augmentation_layers(augment, (height, width), seed) if augment else []
+    layers = augmentation_layers(augment, sample_shape[:2], seed) if augment else []
     if layers:
 
         def augment_batch(images: tf.Tensor, onehot: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -65,10 +76,15 @@ def make_dataset(
     if class_weights is not None:
         weights = tf.constant(class_weights, tf.float32)
         dataset = dataset.map(
-            lambda images, onehot: (images, onehot, tf.linalg.matvec(onehot, weights)),
+            lambda inputs, onehot: (inputs, onehot, tf.linalg.matvec(onehot, weights)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Drop labels (and weights) for predict()."""
+    return dataset.map(lambda inputs, *_: inputs)
 
 
 def augmentation_layers(augment: AugmentConfig, size: tuple[int, int], seed: int) -> list:

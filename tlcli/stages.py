@@ -17,6 +17,7 @@ import math
 import platform
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     image_size = data_cfg.image_size
     data = _prepare(cfg, run, data_cfg, image_size, run.stage_dir("pretrain"), console)
 
-    from tlcli.model import build_classifier, compile_for_stage
+    from tlcli.model import build_classifier
     from tlcli.weights import build_base_with_weights
 
     console.banner("pretrain", _describe(cfg, data, cfg.pretrain, cfg.pretrain.weights))
@@ -74,7 +75,6 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
             cfg.model.base,
             base_training=None,
         )
-        compile_for_stage(model, cfg.pretrain, _steps(data, data_cfg), cfg.run.jit_compile)
     return _train_and_save(cfg, run, "pretrain", model, data, data_cfg, cfg.pretrain, console)
 
 
@@ -92,7 +92,7 @@ def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
 
     import keras
 
-    from tlcli.model import build_classifier, compile_for_stage, copy_hidden_head, freeze_base
+    from tlcli.model import build_classifier, copy_hidden_head, freeze_base
     from tlcli.weights import build_base_with_weights
 
     weights = (
@@ -110,7 +110,6 @@ def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
             copied = copy_hidden_head(source, model)
             console.info(f"adaptive transfer: {copied} hidden head layer(s) copied from pretrain")
         freeze_base(model)
-        compile_for_stage(model, cfg.finetune, _steps(data, cfg.data), cfg.run.jit_compile)
     return _train_and_save(cfg, run, "finetune", model, data, cfg.data, cfg.finetune, console)
 
 
@@ -129,7 +128,7 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
 
     import keras
 
-    from tlcli.model import compile_for_stage, rebuild, unfreeze_top
+    from tlcli.model import rebuild, unfreeze_top
 
     console.banner("unfreeze", _describe(cfg, data, cfg.unfreeze, "finetune"))
     with model_scope(cfg.run):
@@ -137,7 +136,6 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
         if cfg.unfreeze.train_bn:
             model = rebuild(model, base_training=None)
         trained = unfreeze_top(model, cfg.unfreeze, cfg.model.base)
-        compile_for_stage(model, cfg.unfreeze, _steps(data, cfg.data), cfg.run.jit_compile)
     console.info(
         f"training {len(trained)} base layers with weights ({trained[0]} ... {trained[-1]})"
         if trained
@@ -288,33 +286,40 @@ def _train_and_save(
     stage_cfg: TrainStage,
     console: Console,
 ) -> StageResult:
+    """Compile, fit (on cached frozen outputs when that pays), save the whole model."""
+    from tlcli.model import compile_for_stage
     from tlcli.pipeline import balanced_class_weights, make_dataset
     from tlcli.report import plot_curves
     from tlcli.training import fit_stage
 
     stage_dir = run.stage_dir(stage)
-    train = data.splits["train"]
+    augment = data_cfg.augment if data_cfg.augment.enabled else None
+    train_model, splits, views, cache_summary = model, data.splits, 1, {"used": False}
+    if stage in TARGET_STAGES:
+        train_model, splits, views, augment, cache_summary = _use_frozen_cache(
+            cfg, run, stage, model, data, data_cfg, stage_cfg, console, augment
+        )
+    with model_scope(cfg.run):
+        compile_for_stage(train_model, stage_cfg, _steps(data, data_cfg), cfg.run.jit_compile)
     weights = (
-        balanced_class_weights(train.labels, data.num_classes)
+        balanced_class_weights(splits["train"].labels, data.num_classes)
         if data_cfg.class_weight == "balanced"
         else None
     )
+    batch = data_cfg.batch_size
     train_ds = make_dataset(
-        train,
+        splits["train"],
         data.num_classes,
-        data_cfg.batch_size,
+        batch,
         shuffle=True,
         seed=cfg.seed,
-        augment=data_cfg.augment if data_cfg.augment.enabled else None,
+        augment=augment,
         class_weights=weights,
+        views=views,
     )
-    val_ds = (
-        make_dataset(data.splits["val"], data.num_classes, data_cfg.batch_size)
-        if "val" in data.splits
-        else None
-    )
+    val_ds = make_dataset(splits["val"], data.num_classes, batch) if "val" in splits else None
     run.start_stage(stage, stage_fingerprint(cfg, stage))
-    outcome = fit_stage(model, train_ds, val_ds, stage_cfg, stage_dir, console.keras_verbose)
+    outcome = fit_stage(train_model, train_ds, val_ds, stage_cfg, stage_dir, console.keras_verbose)
     if is_chief():
         with atomic_path(run.model_path(stage)) as tmp:
             model.save(tmp)
@@ -327,6 +332,7 @@ def _train_and_save(
                 "resumed_from_epoch": outcome.resumed_from,
                 "stopped_early": outcome.stopped_early,
                 "train_seconds": round(outcome.seconds, 1),
+                "cache": cache_summary,
                 "final": outcome.final,
             },
         )
@@ -339,6 +345,39 @@ def _train_and_save(
     return StageResult(
         stage, run.model_path(stage), False, outcome.epochs_done, outcome.seconds, val_accuracy
     )
+
+
+def _use_frozen_cache(cfg, run, stage, model, data, data_cfg, stage_cfg, console, augment):
+    """Swap in the trainable top and cached bottom outputs when the plan says it pays."""
+    from tlcli.feature_cache import cache_split_outputs, plan_cache
+
+    plan = plan_cache(stage, model, stage_cfg, data_cfg, data, run.cache_dir)
+    console.info(plan.reason)
+    if plan.split is None:
+        return model, data.splits, 1, augment, {"used": False, "reason": plan.reason}
+    started = time.perf_counter()
+    with model_scope(cfg.run), console.progress() as progress:
+        splits, reused = cache_split_outputs(
+            plan.split,
+            data,
+            views=plan.views,
+            augment=augment,
+            seed=cfg.seed,
+            batch_size=data_cfg.batch_size,
+            cache_dir=run.cache_dir,
+            tag=stage,
+            progress=progress,
+        )
+    seconds = time.perf_counter() - started
+    console.info(f"feature cache {'reused' if reused else 'built'} in {seconds:.1f}s")
+    summary = {
+        "used": True,
+        "cut": plan.split.cut,
+        "views": plan.views,
+        "reused": reused,
+        "seconds": round(seconds, 2),
+    }
+    return plan.split.top, splits, plan.views, None, summary
 
 
 def _skipped(run: RunDir, stage: str, console: Console) -> StageResult:
