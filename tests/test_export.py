@@ -1,0 +1,217 @@
+"""`tlcli export`: every format from a real trained run, checked in-process by the export itself
+and again in a fresh Python process that cannot import tlcli."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tlcli.cli import app
+from tlcli.export_check import TOLERANCES, Tolerance, compare, non_integer_layers
+from tlcli.images import decode_image
+
+# name (also the default folder suffix) -> (--format, --quantize)
+EXPORTS = {
+    "keras": ("keras", "none"),
+    "savedmodel": ("savedmodel", "none"),
+    "tflite": ("tflite", "none"),
+    "tflite-dynamic": ("tflite", "dynamic"),
+    "tflite-float16": ("tflite", "float16"),
+    "tflite-int8": ("tflite", "int8"),
+}
+FRESH_FILES = ("pixels.npy", "exports.json", "results.npz")
+ARTEFACTS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
+
+# Runs in `python -I -S`: no PYTHON* variables, no user site, no .pth files (so not the
+# editable install's finder), the venv's site-packages added by hand. Only TF, Keras, NumPy.
+FRESH_PROCESS = r"""
+import json, sys
+from pathlib import Path
+
+site_packages, pixels_file, exports_file, results_file = sys.argv[1:]
+sys.path.append(site_packages)
+try:
+    import tlcli
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"tlcli is importable here ({tlcli.__file__}): not a clean process")
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+pixels = np.load(pixels_file)  # uint8 [N, H, W, 3], decoded by the parent
+results = {}
+for name, folder in json.loads(Path(exports_file).read_text()).items():
+    folder = Path(folder)
+    labels = (folder / "labels.txt").read_text().splitlines()
+    if (folder / "model.keras").is_file():
+        model = keras.models.load_model(folder / "model.keras")
+        probabilities = model.predict(pixels.astype("float32"), verbose=0)
+    elif (folder / "saved_model").is_dir():
+        loaded = tf.saved_model.load(str(folder / "saved_model"))
+        served = loaded.signatures["serving_default"](image=tf.constant(pixels))
+        floats = loaded.signatures["serve_float"](image=tf.constant(pixels, tf.float32))
+        probabilities = served["probabilities"].numpy()
+        np.testing.assert_allclose(floats["probabilities"].numpy(), probabilities, atol=1e-6)
+        top = [labels[i] for i in probabilities.argmax(axis=1)]
+        assert [label.decode() for label in served["labels"].numpy()] == top, name
+    else:
+        interpreter = tf.lite.Interpreter(model_path=str(folder / "model.tflite"))
+        image = interpreter.get_input_details()[0]
+        assert image["dtype"] == np.float32, image
+        interpreter.resize_tensor_input(image["index"], list(pixels.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(image["index"], pixels.astype(np.float32))
+        interpreter.invoke()
+        probabilities = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert len(labels) == probabilities.shape[1], name
+    results[name] = probabilities
+np.savez(results_file, **results)
+assert not [m for m in sys.modules if m.split(".")[0] == "tlcli"]
+print("ok")
+"""
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run: Path) -> dict[str, object]:
+    """Every format and quantize mode, each exported once through the CLI to its default folder."""
+    runner = CliRunner()
+    return {
+        name: runner.invoke(
+            app, ["export", str(trained_run), "--format", fmt, "--quantize", quantize]
+        )
+        for name, (fmt, quantize) in EXPORTS.items()
+    }
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_each_export_passes_its_own_check(exports, trained_run, name):
+    result = exports[name]
+    assert result.exit_code == 0, result.output
+    export_format, quantize = EXPORTS[name]
+    folder = trained_run / "export" / f"finetune-{name}"
+    artefact = folder / ARTEFACTS[export_format]
+    text = " ".join(result.output.split())
+    assert f"-> {artefact} (" in text and " MB); check passed" in text
+    assert (folder / "labels.txt").read_text() == (trained_run / "labels.txt").read_text()
+    metadata = json.loads((folder / "export.json").read_text())
+    assert metadata["format"] == export_format and metadata["quantize"] == quantize
+    assert metadata["image_size"] == [32, 32] and metadata["labels"] == ["cross", "disc", "square"]
+    checks = metadata["check"].values()
+    assert checks and all(check["passed"] and check["images"] == 54 for check in checks)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "temp folders"
+
+
+def test_int8_export_holds_integer_weights_and_is_smaller(exports, trained_run):
+    assert exports["tflite-int8"].exit_code == 0
+    int8 = trained_run / "export" / "finetune-tflite-int8" / "model.tflite"
+    layers, not_integer = non_integer_layers(int8)
+    assert layers == 16 and not_integer == []  # VGG16: 1 preprocessing + 13 conv, 2 dense
+    assert "all 16 conv/dense layers hold int8" in exports["tflite-int8"].output
+    float32 = trained_run / "export" / "finetune-tflite" / "model.tflite"
+    assert int8.stat().st_size < float32.stat().st_size / 3
+    assert non_integer_layers(float32)[1], "the float export is reported as float"
+
+
+def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained_run, tmp_path):
+    assert all(result.exit_code == 0 for result in exports.values())
+    images = sorted((trained_run.parent.parent / "data" / "val").rglob("*.*"))
+    pixels = np.stack([decode_image(path, (32, 32)).pixels for path in images])
+    pixels_file, exports_file, results_file = FRESH_FILES
+    np.save(tmp_path / pixels_file, pixels)
+    folders = {name: str(trained_run / "export" / f"finetune-{name}") for name in EXPORTS}
+    (tmp_path / exports_file).write_text(json.dumps(folders))
+    (tmp_path / "fresh.py").write_text(FRESH_PROCESS)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    site_packages = sysconfig.get_paths()["purelib"]
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "fresh.py", site_packages, *FRESH_FILES],
+        cwd=tmp_path,
+        env={**environment, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-4000:]
+
+    model = keras.models.load_model(trained_run / "finetune" / "model.keras", compile=False)
+    reference = model.predict(pixels.astype(np.float32), verbose=0)
+    results = np.load(tmp_path / results_file)
+    assert sorted(results.files) == sorted(EXPORTS)
+    for name, (_, quantize) in EXPORTS.items():
+        check = compare(reference, results[name], TOLERANCES[quantize])
+        assert check.passed, f"{name}: {check.describe()}"
+
+
+def test_predict_reads_savedmodel_and_tflite_exports(exports, trained_run, cli):
+    images = sorted((trained_run.parent.parent / "data" / "test" / "disc").iterdir())
+    predictions = {}
+    for name in ("keras", "savedmodel", "tflite-int8"):
+        target = trained_run / "export" / f"finetune-{name}"
+        result = cli("predict", target, *images, "--format", "json")
+        assert result.exit_code == 0, result.output
+        predictions[name] = [
+            {p["label"]: p["probability"] for p in item["predictions"]}
+            for item in json.loads(result.stdout)
+        ]
+    labels = ["cross", "disc", "square"]
+    table = {
+        name: np.array([[row[lb] for lb in labels] for row in rows])
+        for name, rows in predictions.items()
+    }
+    np.testing.assert_allclose(table["savedmodel"], table["keras"], atol=1e-5)
+    assert compare(table["keras"], table["tflite-int8"], TOLERANCES["int8"]).passed
+
+
+def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
+    trained_run, cli, tmp_path, monkeypatch
+):
+    folder = tmp_path / "exported"
+    assert cli("export", trained_run, "--format", "keras", "-o", folder).exit_code == 0
+    again = cli("export", trained_run, "--format", "keras", "-o", folder)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    replaced = cli("export", trained_run, "--format", "keras", "-o", folder, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    kept = (folder / "export.json").read_text()
+
+    # A check that cannot pass: the export must fail with exit 1 and leave nothing behind.
+    monkeypatch.setitem(TOLERANCES, "none", Tolerance(max_diff=-1.0, min_agreement=1.0))
+    failed = cli("export", trained_run, "--format", "keras", "-o", tmp_path / "new")
+    assert failed.exit_code == 1
+    assert "does not match the Keras model" in " ".join(failed.output.split())
+    failed_overwrite = cli("export", trained_run, "--format", "keras", "-o", folder, "--overwrite")
+    assert failed_overwrite.exit_code == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"], "no temp or half export"
+    assert (folder / "export.json").read_text() == kept, "the previous export is untouched"
+    assert (folder / "model.keras").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "onnx"], "expected one of keras, savedmodel, tflite"),
+        (["--format", "keras", "--quantize", "int8"], "applies to --format tflite only"),
+        (["--format", "tflite", "--quantize", "int4"], "--quantize int4"),
+        (["--format", "keras", "--stage", "unfreeze"], "no finished unfreeze stage"),
+    ],
+)
+def test_export_usage_errors(trained_run, cli, args, message):
+    result = cli("export", trained_run, *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_export_needs_a_run_directory(cli, tmp_path):
+    result = cli("export", tmp_path, "--format", "keras")
+    assert result.exit_code == 2 and "not a run directory" in result.output
