@@ -1,0 +1,265 @@
+"""Turn bench_transfer.py's measurements into its table; reprint the table of a results file.
+
+    python benchmarks/bench_report.py results.json
+
+Works on the results dict alone (what `bench_transfer.py --output` writes), so a table can be
+printed again, or compared, without rerunning anything. What each row means is explained in
+bench_transfer.py's docstring and in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+STAGES = ("finetune", "unfreeze")
+PROCESS_COLUMNS = ("wall", "start-up", "data", "cache", "other", "fit", "after fit", "exit")
+ROWS = [  # (summary key, label, unit); accuracies have no unit
+    ("finetune_startup", "finetune start-up (to its 1st batch)", "s"),
+    ("finetune_stage", "finetune stage (after its start-up)", "s"),
+    ("finetune_wall", "finetune wall", "s"),
+    ("unfreeze_startup", "unfreeze start-up (to its 1st batch)", "s"),
+    ("unfreeze_stage", "unfreeze stage (after its start-up)", "s"),
+    ("unfreeze_wall", "unfreeze wall", "s"),
+    ("evaluate", "evaluate (test, after each stage)", "s"),
+    ("whole", "whole process (all stages + evaluate)", "s"),
+    ("exit", "  of which process exit", "s"),
+    ("val_finetune", "val accuracy after finetune", ""),
+    ("val_unfreeze", "val accuracy after unfreeze", ""),
+    ("test_finetune", "test accuracy after finetune", ""),
+    ("test_unfreeze", "test accuracy after unfreeze", ""),
+    ("peak_rss_mb", "peak RSS of the largest process", "MB"),
+]
+
+
+# ---------------------------------------------------------------------------------- summaries
+
+
+def plain_summary(process: dict, result: dict) -> dict:
+    """The table's numbers for plain Keras, from the timestamps its process wrote."""
+    finetune, unfreeze = result["stages"]["finetune"], result["stages"]["unfreeze"]
+    finetune_end = finetune.get("eval_end", finetune["fit_end"])  # unfreeze starts after it
+    evals = [stage["eval_seconds"] for stage in (finetune, unfreeze) if "eval_seconds" in stage]
+    return {
+        "finetune_startup": finetune["first_batch_at"] - process["launch_at"],
+        "finetune_stage": finetune["fit_seconds"],
+        "finetune_wall": finetune["fit_end"] - process["launch_at"],
+        "unfreeze_startup": unfreeze["first_batch_at"] - finetune_end,
+        "unfreeze_stage": unfreeze["fit_seconds"],
+        "unfreeze_wall": unfreeze["fit_end"] - finetune_end,
+        "evaluate": sum(evals) if evals else None,
+        "whole": process["seconds"],
+        "exit": exit_seconds(process, result["end_at"]),
+        "val_finetune": finetune["val_accuracy"],
+        "val_unfreeze": unfreeze["val_accuracy"],
+        "test_finetune": finetune.get("test_accuracy"),
+        "test_unfreeze": unfreeze.get("test_accuracy"),
+        "peak_rss_mb": process["max_rss_mb"],
+    }
+
+
+def tlcli_summary(tlcli: dict) -> dict:
+    """The table's numbers for tlcli, from its processes, stage.json and metrics.json files."""
+    processes, stages, metrics = tlcli["processes"], tlcli["stages"], tlcli["metrics"]
+    summary = {}
+    for stage in STAGES:
+        process = processes[stage]
+        first_batch = stages[stage].get("timings", {}).get("first_batch_at")
+        startup = None if first_batch is None else first_batch - process["launch_at"]
+        summary[f"{stage}_startup"] = startup
+        summary[f"{stage}_stage"] = None if startup is None else process["seconds"] - startup
+        summary[f"{stage}_wall"] = process["seconds"]
+        summary[f"val_{stage}"] = stages[stage].get("final", {}).get("val_accuracy")
+        summary[f"test_{stage}"] = metrics.get(stage, {}).get("accuracy")
+    evals = [p["seconds"] for name, p in processes.items() if name.startswith("evaluate")]
+    summary["evaluate"] = sum(evals) if evals else None
+    summary["whole"] = sum(p["seconds"] for p in processes.values())
+    exits = [exit_seconds(p, p.get("ended_at")) for p in processes.values()]
+    summary["exit"] = None if None in exits else sum(exits)
+    summary["peak_rss_mb"] = max(p["max_rss_mb"] for p in processes.values())
+    return summary
+
+
+def exit_seconds(process: dict, ended_at: float | None) -> float | None:
+    """From the end of a process's work to its exit: interpreter and TensorFlow shutdown."""
+    return None if ended_at is None else process["launch_at"] + process["seconds"] - ended_at
+
+
+# -------------------------------------------------------------------------------------- table
+
+
+def format_cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return {"s": f"{value:.1f}", "MB": f"{value:.0f}"}.get(unit, f"{value:.3f}")
+
+
+def compare_cell(plain: float | None, tlcli: float | None, unit: str) -> str:
+    """plain/tlcli for costs (above 1: tlcli is faster); tlcli - plain for accuracies."""
+    if plain is None or tlcli is None:
+        return "-"
+    if not unit:
+        return f"{tlcli - plain:+.3f}"
+    return f"{plain / tlcli:.2f}x" if tlcli > 0 else "-"
+
+
+def aligned(rows: list[tuple[str, ...]], text_columns: tuple[int, ...] = (0,)) -> list[str]:
+    """Monospace columns: text columns left-aligned, numbers right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i in text_columns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def comparison_lines(plain: dict, tlcli: dict) -> list[str]:
+    rows = [("", "unit", "plain Keras", "tlcli", "plain/tlcli")]
+    for key, label, unit in ROWS:
+        rows.append(
+            (
+                label,
+                unit,
+                format_cell(plain[key], unit),
+                format_cell(tlcli[key], unit),
+                compare_cell(plain[key], tlcli[key], unit),
+            )
+        )
+    return aligned(rows)
+
+
+def process_breakdown(process: dict, timings: dict) -> dict:
+    """wall = start-up (data + cache + other) + fit + after fit + exit, for one tlcli process.
+
+    `other` is the rest of the start-up: Python and TensorFlow import, building or loading the
+    model. Parts the process did not report (an evaluate has no stage.json) stay None.
+    """
+    ended_at = process.get("ended_at")
+    parts = dict.fromkeys(PROCESS_COLUMNS)
+    parts.update(wall=process["seconds"], exit=exit_seconds(process, ended_at))
+    first_batch = timings.get("first_batch_at")
+    if first_batch is None:
+        return parts
+    startup = first_batch - process["launch_at"]
+    data, cache, fit = timings["data_seconds"], timings["cache_seconds"], timings["fit_seconds"]
+    parts.update({"start-up": startup, "data": data, "cache": cache, "fit": fit})
+    parts["other"] = startup - data - cache
+    if ended_at is not None:
+        parts["after fit"] = ended_at - first_batch - fit
+    return parts
+
+
+def tlcli_process_lines(tlcli: dict) -> list[str]:
+    """Where each tlcli process spends its time, from stage.json `timings` and the clock."""
+    rows = [("tlcli processes (s)", *PROCESS_COLUMNS, "feature cache")]
+    for name, process in tlcli["processes"].items():
+        state = tlcli["stages"].get(name, {})
+        parts = process_breakdown(process, state.get("timings", {}))
+        cells = (format_cell(value, "s") for value in parts.values())
+        rows.append((f"  {name}", *cells, cache_note(state)))
+    return aligned(rows, text_columns=(0, len(rows[0]) - 1))
+
+
+def cache_note(state: dict) -> str:
+    cache = state.get("cache")
+    if not cache:
+        return ""
+    if not cache.get("used"):
+        # "feature cache off: <why> (<advice>)" -> "off: <why>"
+        reason = cache.get("reason", "?").removeprefix("feature cache off: ").split(" (")[0]
+        return f"off: {reason}"
+    how = "reused" if cache.get("reused") else "built"
+    return f"{how}, cut at {cache.get('cut')}, {cache.get('views')} view(s)"
+
+
+def floor_lines(results: dict) -> list[str]:
+    """The one-forward-pass floor, and how far each finetune stage is from it."""
+    floor = results["floor"]["result"]
+    forward = floor["forward_seconds"]
+    tlcli, plain = results["summary"]["tlcli"], results["summary"]["plain"]
+    cache = results["tlcli"]["stages"]["finetune"].get("timings", {}).get("cache_seconds")
+    ratios = [
+        ("tlcli finetune wall", tlcli["finetune_wall"]),
+        ("tlcli finetune cache", cache),
+        ("plain finetune stage", plain["finetune_stage"]),
+    ]
+    return [
+        f"floor: one forward pass of {results['settings']['base']} over train + val "
+        f"({floor['images']} images): {forward:.1f} s ({floor['images_per_second']:.0f} "
+        f"images/s); before it, in its process: TensorFlow import {floor['import_seconds']:.1f} s"
+        f", decode {floor['decode_seconds']:.1f} s, build {floor['build_seconds']:.1f} s, "
+        f"warm-up {floor['warmup_seconds']:.1f} s",
+        "  "
+        + ", ".join(
+            f"{label} / floor = {value / forward:.1f}x" for label, value in ratios if value
+        ),
+    ]
+
+
+def process_lines(results: dict) -> list[str]:
+    """TensorFlow import, epochs, memory per process, checks that both did the same job."""
+    processes = [
+        results["plain"]["process"],
+        *results["tlcli"]["processes"].values(),
+        results["floor"]["process"],
+        results["tf_import"],
+    ]
+    plain = results["plain"]["result"]
+    tf_import = results["tf_import"]["seconds"]
+    tlcli_processes = len(results["tlcli"]["processes"])
+    report = results["tlcli"]["data_report"].get("splits", {})
+    tlcli_images = {name: split["images"] for name, split in report.items()}
+    epochs = {
+        stage: ", ".join(f"{s:.1f}" for s in plain["stages"][stage].get("epoch_seconds", []))
+        for stage in STAGES
+    }
+    return [
+        f'TensorFlow import alone (python -c "import tensorflow"): {tf_import:.1f} s; tlcli '
+        f"pays it in {tlcli_processes} processes (~{tlcli_processes * tf_import:.0f} s of its "
+        f"whole), plain Keras in 1",
+        f"plain Keras epoch seconds: finetune [{epochs['finetune']}], "
+        f"unfreeze [{epochs['unfreeze']}]",
+        "peak RSS per process (MB): "
+        + ", ".join(f"{p['name']} {p['max_rss_mb']:.0f}" for p in processes),
+        f"images per split: plain Keras {plain['images']}, tlcli {tlcli_images}",
+        "base layers with weights trained by unfreeze: "
+        f"plain Keras {plain['trained_layers']}, tlcli {results['tlcli']['trained_layers']}",
+    ]
+
+
+def title(results: dict) -> str:
+    settings = results["settings"]
+    views = f"tlcli caches {settings['views']} views" if settings["views"] else "no cache"
+    augment = f"flip+zoom ({views})" if settings["augment"] else "off"
+    return (
+        f"tlcli vs plain Keras: {settings['base']} ({Path(settings['weights']).name}), "
+        f"{settings['image_size']} px, batch {settings['batch_size']}, "
+        f"{settings['epochs']} + {settings['unfreeze_epochs']} epochs, augment {augment}, "
+        f"data {results['data']}"
+    )
+
+
+def report(results: dict) -> str:
+    """The whole printed report: the comparison table, then the details under it."""
+    summary = results["summary"]
+    lines = [
+        title(results),
+        "",
+        *comparison_lines(summary["plain"], summary["tlcli"]),
+        "",
+        *tlcli_process_lines(results["tlcli"]),
+        "",
+        *floor_lines(results),
+        *process_lines(results),
+        f"command: {results['command']}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python benchmarks/bench_report.py results.json")
+    print(report(json.loads(Path(sys.argv[1]).read_text())))

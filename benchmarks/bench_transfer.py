@@ -1,0 +1,444 @@
+"""How fast is tlcli against plain Keras on the same transfer-learning job? One command answers.
+
+    python benchmarks/bench_transfer.py                  # sample_data/target, vgg16, 64 px
+    python benchmarks/bench_transfer.py --data ../shared/datasets/hymenoptera \\
+        --base mobilenet_v2 --weights ../shared/weights/<file>.h5 --image-size 160 \\
+        --repeat-data 8 --output results.json
+
+Every step runs in its own subprocess, one after another, never two at a time:
+
+0. warm-up (not reported): every image file is read once and `python -c "import tensorflow"`
+   runs once, so that the first tool timed does not pay for a cold disk;
+1. plain Keras: benchmarks/plain_keras.py, the Keras guide's two-stage recipe, in one process;
+2. tlcli, with an equivalent config written to the work folder: `tlcli finetune`, `tlcli
+   unfreeze`, and with a test/ split `tlcli evaluate --stage finetune` and `--stage unfreeze`
+   (run as `python -c` around tlcli's own `main()`, which is what `python -m tlcli` runs, plus
+   one line recording when the command returned);
+3. the floor: benchmarks/forward_floor.py, one forward pass of the base over train + val;
+4. TensorFlow import alone: `python -c "import tensorflow"`, timed.
+
+The table (bench_report.py prints it; `python benchmarks/bench_report.py results.json` prints
+it again), in seconds of wall-clock time:
+
+- start-up: from the launch of the process to the first training batch (for plain Keras'
+  unfreeze stage, from the end of its finetune stage). It holds Python and TensorFlow import,
+  model building and, for tlcli, data decoding and the feature cache.
+- stage: plain Keras, the time around `fit()` (which decodes the images in its first epoch);
+  tlcli, the stage's process minus its start-up (fit, saving model.keras and the plots, exit).
+- wall: what a user waits for the stage. tlcli: the whole `tlcli <stage>` process. plain
+  Keras: launch to the end of the first fit(); then the end of the finetune stage (its test
+  evaluation included) to the end of the second fit(). Compare walls for the verdict; start-up
+  and stage show where the time goes, and tlcli moves work (decoding, caching) before its
+  first batch.
+- evaluate: test accuracy after each stage; `evaluate()` in plain Keras' process, one
+  `tlcli evaluate` process per stage for tlcli.
+- whole process: all of a tool's processes, end to end; "of which process exit" is the time
+  from the end of the work to the exit of each process (interpreter and TensorFlow shutdown).
+- plain/tlcli: above 1, tlcli is faster. The accuracy rows show tlcli minus plain Keras.
+- peak RSS: ru_maxrss of each process, from os.wait4.
+
+Under the table: each tlcli process split into start-up (data, cache, other: import and model
+building) + fit + after fit + exit, from stage.json `timings`; the floor (a frozen stage cannot
+do less than one forward pass over its images; plain Keras does one per epoch) and each
+finetune stage divided by it; TensorFlow import time; plain Keras' epoch times; peak RSS per
+process; the image counts and the number of unfrozen layers of both tools, which must match.
+
+The same for both tools: image files, image size, batch size, epochs, optimizers (Adam 1e-3,
+then 1e-5), head (average pooling, dropout 0.2, softmax), the layers unfrozen (BatchNorm stays
+frozen), augmentation (horizontal flip and zoom), seed; warm-up and compilation stay inside the
+times of both. What differs, by design of each tool:
+
+- decoding: tlcli decodes with Pillow (JPEG draft mode, BILINEAR resize with antialiasing) into
+  a uint8 array on disk; Keras with tf.image and tf.image.resize (bilinear, no antialiasing),
+  caching float32 tensors in memory. Accuracies can differ slightly.
+- tlcli's frozen stages train on cached outputs of the frozen bottom: exact without
+  augmentation; with --augment, --views augmented views of each training image are cached,
+  while plain Keras augments inside the model at every step.
+- tlcli reshuffles every epoch; the guide's pipeline replays the first epoch's order.
+- tlcli writes epoch backups, TensorBoard logs, model.keras and plots; plain Keras writes
+  nothing. tlcli runs each command in its own process, so it imports TensorFlow (and loads
+  its data and model) once per command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+from bench_report import STAGES, plain_summary, report, tlcli_summary
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_DATA = REPO / "sample_data" / "target"
+SPLITS = ("train", "val", "test")
+# `python -m tlcli ARGS`, plus one line saying when the command returned: what follows, up to the
+# exit of the process, is interpreter and TensorFlow shutdown.
+TLCLI_ENTRY = """import sys, time
+from tlcli.cli import main
+try:
+    main()
+finally:
+    print(f"tlcli-ended-at {time.time()}", file=sys.stderr, flush=True)
+"""
+# The top block of each base: what --unfreeze-from-block defaults to.
+TOP_BLOCKS = {
+    "vgg16": "block5",
+    "vgg19": "block5",
+    "resnet50": "conv5",
+    "resnet101": "conv5",
+    "resnet152": "conv5",
+    "mobilenet_v2": "block_16",
+    "efficientnet_b0": "block7",
+    "densenet121": "conv5",
+}
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed; the message says which and where its log is."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="What each number means: the docstring of this file, or benchmarks/README.md.",
+    )
+    add = parser.add_argument
+    add("--data", type=Path, metavar="DIR", help="train/ val/ [test/]; default: the sample data")
+    add("--base", choices=sorted(TOP_BLOCKS), default="vgg16", help="default %(default)s")
+    add("--weights", default="none", help="none (default) | imagenet | a weights file")
+    add("--image-size", type=int, default=64, metavar="N", help="N x N; default %(default)s")
+    add("--batch-size", type=int, default=32, metavar="N", help="default %(default)s")
+    add("--epochs", type=int, default=5, metavar="E", help="frozen base; default %(default)s")
+    add("--unfreeze-epochs", type=int, default=2, metavar="E", help="default %(default)s")
+    unfreeze = parser.add_mutually_exclusive_group()
+    unfreeze.add_argument("--unfreeze-from-block", metavar="BLOCK", help="default: top block")
+    unfreeze.add_argument("--unfreeze-layers", type=int, metavar="N", help="top N base layers")
+    add("--augment", action="store_true", help="random horizontal flip and zoom")
+    add("--zoom", type=float, default=0.1, help="zoom range; default %(default)s")
+    add("--views", type=int, default=4, help="views tlcli caches (0: none); default %(default)s")
+    add("--repeat-data", type=int, default=1, metavar="K", help="list each image K times")
+    add("--seed", type=int, default=42, help="default %(default)s")
+    add("--output", type=Path, metavar="JSON", help="write every measurement to this file")
+    add("--workdir", type=Path, metavar="DIR", help="keep configs, runs and logs here")
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Resolve defaults that depend on other options; refuse what would fail later."""
+    if args.unfreeze_layers is None and args.unfreeze_from_block is None:
+        args.unfreeze_from_block = TOP_BLOCKS[args.base]
+    if args.weights not in ("none", "imagenet"):
+        args.weights = str(Path(args.weights).expanduser().resolve())
+        if not Path(args.weights).is_file():
+            parser.error(f"--weights: no such file: {args.weights}")
+    if min(args.epochs, args.unfreeze_epochs, args.repeat_data, args.image_size) < 1:
+        parser.error("--epochs, --unfreeze-epochs, --repeat-data, --image-size must be >= 1")
+    if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
+        parser.error(f"--workdir {args.workdir} is not empty (tlcli would refuse its old run)")
+
+
+def note(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def prepare_data(args: argparse.Namespace, workdir: Path) -> Path:
+    """The data folder both tools read: --data, the sample data, or a repeated copy."""
+    data = args.data or DEFAULT_DATA
+    if args.data is None and not DEFAULT_DATA.is_dir():
+        data = generate_sample_data(workdir / "sample_data")
+    data = data.expanduser().resolve()
+    for split in ("train", "val"):
+        if not (data / split).is_dir():
+            raise BenchError(
+                f"{data}: no {split}/ folder (expected train/, val/ and optional test/)"
+            )
+    if args.repeat_data > 1:
+        data = repeat_dataset(data, workdir / "data", args.repeat_data)
+    return data
+
+
+def generate_sample_data(out: Path) -> Path:
+    """What `python scripts/make_sample_data.py` makes, in `out`; returns its target task."""
+    note(f"{DEFAULT_DATA} not found: generating the sample data in {out}")
+    script = REPO / "scripts" / "make_sample_data.py"
+    if subprocess.run([sys.executable, str(script), "--out", str(out)]).returncode != 0:
+        raise BenchError(f"{script} failed; pass --data DIR instead")
+    return out / "target"
+
+
+def repeat_dataset(source: Path, target: Path, times: int) -> Path:
+    """A copy of `source` in which every image appears `times` times, as symlinks."""
+    for split in SPLITS:
+        for path in sorted((source / split).rglob("*")):
+            relative = path.relative_to(source)
+            if not path.is_file() or any(part.startswith(".") for part in relative.parts):
+                continue
+            for copy in range(times):
+                name = path.name if copy == 0 else f"{path.stem}__{copy}{path.suffix}"
+                link = target / relative.with_name(name)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path.resolve())
+    return target
+
+
+def read_every_file(data: Path) -> int:
+    """Read all image bytes once, so that neither tool pays for a cold disk; returns bytes."""
+    total = 0
+    for path in data.rglob("*"):
+        if path.is_file():
+            total += len(path.read_bytes())
+    return total
+
+
+def present_splits(data: Path) -> list[str]:
+    return [split for split in SPLITS if (data / split).is_dir()]
+
+
+# ---------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class ChildRun:
+    """One subprocess: what ran, when it was launched, how long it took, its peak memory."""
+
+    name: str
+    command: list[str]
+    launch_at: float  # time.time() just before the launch, to compare with the child's clocks
+    seconds: float  # wall time from launch to exit
+    max_rss_mb: float
+    log: str
+
+
+def run_child(
+    name: str, command: list[str], logs: Path, shown: list[str] | None = None
+) -> ChildRun:
+    """Run `command` to completion with its output in logs/<name>.log; raise if it fails.
+
+    `shown` is what the progress line prints instead of the command, when that is clearer.
+    """
+    log = logs / f"{name}.log"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    note(f"{name}: {shlex.join(shown or command)}")
+    with log.open("w") as out:
+        launch_at = time.time()
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        # wait4 reaps this child and returns its own rusage; getrusage(RUSAGE_CHILDREN) would
+        # only give the largest peak among all children so far.
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+        raise BenchError(f"{name} exited with {process.returncode}; see {log}\n{tail}")
+    # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
+    rss_mb = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    note(f"{name}: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB")
+    return ChildRun(name, command, launch_at, seconds, rss_mb, str(log))
+
+
+def tf_import_command() -> list[str]:
+    return [sys.executable, "-c", "import tensorflow"]
+
+
+def cli_options(**values) -> list[str]:
+    """image_size=64 -> ["--image-size", "64"]; True -> a bare flag; None and False -> nothing."""
+    options = []
+    for key, value in values.items():
+        if value is None or value is False:
+            continue
+        options.append("--" + key.replace("_", "-"))
+        if value is not True:
+            options.append(str(value))
+    return options
+
+
+def model_options(args: argparse.Namespace, data: Path) -> list[str]:
+    """What plain_keras.py and forward_floor.py share: data, base, weights, sizes."""
+    return cli_options(
+        data=data,
+        base=args.base,
+        weights=args.weights,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+    )
+
+
+def run_plain(args: argparse.Namespace, data: Path, workdir: Path) -> tuple[ChildRun, dict]:
+    output = workdir / "plain.json"
+    options = cli_options(
+        epochs=args.epochs,
+        unfreeze_epochs=args.unfreeze_epochs,
+        from_block=None if args.unfreeze_layers else args.unfreeze_from_block,
+        top_layers=args.unfreeze_layers,
+        augment=args.augment,
+        zoom=args.zoom,
+        seed=args.seed,
+        output=output,
+    )
+    command = [sys.executable, str(HERE / "plain_keras.py"), *model_options(args, data), *options]
+    return run_child("plain", command, workdir / "logs"), json.loads(output.read_text())
+
+
+def run_floor(args: argparse.Namespace, data: Path, workdir: Path) -> tuple[ChildRun, dict]:
+    output = workdir / "floor.json"
+    command = [
+        sys.executable,
+        str(HERE / "forward_floor.py"),
+        *model_options(args, data),
+        *cli_options(output=output),
+    ]
+    return run_child("floor", command, workdir / "logs"), json.loads(output.read_text())
+
+
+# -------------------------------------------------------------------------------------- tlcli
+
+
+def tlcli_config(args: argparse.Namespace, data: Path, run_root: Path) -> dict:
+    """A tlcli config that asks for what plain_keras.py does."""
+    has_test = "test" in present_splits(data)
+    selector = (
+        {"layers": args.unfreeze_layers}
+        if args.unfreeze_layers
+        else {"from_block": args.unfreeze_from_block}
+    )
+    views = {"cache_views": args.views} if args.augment and args.views else {}
+    augment = {"flip": "horizontal", "zoom": args.zoom} if args.augment else "none"
+    config = {
+        "name": "bench",
+        "output_dir": str(run_root),
+        "seed": args.seed,
+        "data": {
+            "train_dir": str(data / "train"),
+            "val_dir": str(data / "val"),
+            **({"test_dir": str(data / "test")} if has_test else {}),
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "augment": augment,
+        },
+        "model": {
+            "base": args.base,
+            "weights": args.weights,
+            "pooling": "avg",
+            "head": {"dense": [], "dropout": 0.2},
+        },
+        "finetune": {
+            "epochs": args.epochs,
+            "optimizer": {"name": "adam", "learning_rate": 1e-3},
+            **views,
+        },
+        "unfreeze": {
+            "epochs": args.unfreeze_epochs,
+            "optimizer": {"name": "adam", "learning_rate": 1e-5},
+            **selector,
+            **views,
+        },
+    }
+    if has_test:
+        config["evaluate"] = {"split": "test"}
+    return config
+
+
+def run_tlcli(args: argparse.Namespace, data: Path, workdir: Path) -> dict:
+    """finetune, unfreeze, evaluate each stage (with a test split); the runs and the results."""
+    config = workdir / "tlcli.yaml"
+    config.write_text(yaml.safe_dump(tlcli_config(args, data, workdir / "runs")))
+    commands = {stage: [stage, str(config)] for stage in STAGES}
+    if "test" in present_splits(data):
+        for stage in STAGES:
+            commands[f"evaluate-{stage}"] = ["evaluate", str(config), "--stage", stage]
+    processes = {}
+    for name, tlcli_args in commands.items():
+        command = [sys.executable, "-c", TLCLI_ENTRY, *tlcli_args]
+        shown = ["tlcli", *tlcli_args]
+        process = run_child(f"tlcli-{name}", command, workdir / "logs", shown)
+        ended_at = logged_number(Path(process.log), "tlcli-ended-at")
+        processes[name] = {**asdict(process), "ended_at": ended_at}
+    run_dir = workdir / "runs" / "bench"
+    trained = logged_number(Path(processes["unfreeze"]["log"]), "training")
+    return {
+        "processes": processes,
+        "stages": {stage: read_json(run_dir / stage / "stage.json") for stage in STAGES},
+        "metrics": {stage: read_json(run_dir / stage / "metrics.json") for stage in STAGES},
+        "data_report": read_json(run_dir / "data_report.json"),
+        "trained_layers": None if trained is None else int(trained),
+    }
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def logged_number(log: Path, label: str) -> float | None:
+    """The number after `label` in a log, e.g. tlcli's "training 3 base layers"."""
+    found = re.search(rf"{label} (\d+(?:\.\d+)?)", log.read_text(errors="replace"))
+    return float(found.group(1)) if found else None
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict:
+    """Every measurement, one process at a time; the results as one JSON-ready dict."""
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(args, workdir)
+    note(f"data: {data} ({read_every_file(data) / 2**20:.1f} MB read to warm the page cache)")
+    run_child("warm-up-import", tf_import_command(), logs)
+    plain_process, plain_result = run_plain(args, data, workdir)
+    tlcli = run_tlcli(args, data, workdir)
+    floor_process, floor_result = run_floor(args, data, workdir)
+    tf_import = run_child("tf-import", tf_import_command(), logs)
+    plain = {"process": asdict(plain_process), "result": plain_result}
+    return {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "data": str(data),
+        "plain": plain,
+        "tlcli": tlcli,
+        "floor": {"process": asdict(floor_process), "result": floor_result},
+        "tf_import": asdict(tf_import),
+        "summary": {
+            "plain": plain_summary(plain["process"], plain_result),
+            "tlcli": tlcli_summary(tlcli),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="bench_transfer_"))).resolve()
+    try:
+        results = run_benchmark(args, workdir)
+    except BenchError as exc:
+        note(f"failed: {exc}")
+        note(f"kept {workdir} for inspection")
+        return 1
+    results["table"] = report(results)
+    print(results["table"])
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        note(f"results written to {args.output}")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
