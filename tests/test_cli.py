@@ -7,7 +7,17 @@ import shutil
 import pytest
 from conftest import config_dict, make_image_folder
 
-COMMANDS = ["pretrain", "finetune", "unfreeze", "evaluate", "run", "config", "preflight"]
+COMMANDS = [
+    "pretrain",
+    "finetune",
+    "unfreeze",
+    "evaluate",
+    "run",
+    "config",
+    "preflight",
+    "predict",
+    "export",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

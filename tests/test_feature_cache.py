@@ -32,7 +32,9 @@ def _train(cli, write_config, config, name):
     return config
 
 
-@pytest.mark.parametrize("base", ["vgg16", "resnet50"])
+@pytest.mark.parametrize(
+    "base", ["vgg16", pytest.param("resnet50", marks=pytest.mark.slow)]  # ResNet50: ~80 s here
+)
 def test_cached_training_gives_the_uncached_model(image_folder, write_config, cli, base):
     config = config_dict(
         image_folder,
@@ -155,7 +157,7 @@ def test_augmented_views_are_cached_and_train(image_folder, write_config, cli):
     config = config_dict(
         image_folder,
         data={"augment": {"flip": "horizontal", "zoom": 0.1}},
-        finetune={"epochs": 2, "cache_views": 3},
+        finetune={"epochs": 4, "cache_views": 3},  # 4 epochs repay 3 cached views
     )
     _train(cli, write_config, config, "views")
     run = image_folder.parent / "runs" / "views"

@@ -62,7 +62,9 @@ def _none_if_off(value: Any) -> Any:
 class AugmentConfig(Section):
     """Random augmentation of training images; every transform is off by default."""
 
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = Field(
+        "none", description="random mirror"
+    )
     rotation: float = Field(0.0, ge=0, le=0.5, description="fraction of a full turn, both ways")
     zoom: float = Field(0.0, ge=0, lt=1, description="zoom in or out by up to this fraction")
     crop: float = Field(0.0, ge=0, lt=1, description="random crop of up to this fraction")
@@ -85,15 +87,26 @@ def _image_size(value: Any) -> Any:
 class DataConfig(Section):
     """Where the images are and how they are fed. Each split folder holds one folder per class."""
 
-    train_dir: Path
-    val_dir: Path | None = None
-    val_split: float | None = Field(None, ge=0, lt=1)
-    test_dir: Path | None = None
-    test_split: float | None = Field(None, ge=0, lt=1)
-    image_size: tuple[PositiveInt, PositiveInt] | None = None
-    batch_size: PositiveInt = 32
-    augment: AugmentConfig = AugmentConfig()
-    class_weight: Literal["none", "balanced"] = "none"
+    train_dir: Path = Field(description="training images, one sub-folder per class")
+    val_dir: Path | None = Field(None, description="validation images, same class folders")
+    val_split: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="fraction of train_dir held out for validation (0.2 if no val_dir)",
+    )
+    test_dir: Path | None = Field(None, description="test images, same class folders")
+    test_split: float | None = Field(
+        None, ge=0, lt=1, description="fraction of train_dir held out for testing"
+    )
+    image_size: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="[height, width] or one number; default: the base's own (224)"
+    )
+    batch_size: PositiveInt = Field(32, description="global batch size (split across replicas)")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="see data.augment")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight each class by n / (classes x count)"
+    )
 
     _image_size = field_validator("image_size", mode="before")(_image_size)
 
@@ -148,8 +161,8 @@ class HeadConfig(Section):
     """The new classifier on top of the base: pooling output -> dropout -> dense layers."""
 
     dense: list[PositiveInt] = Field(default_factory=list, description="hidden layer widths")
-    dropout: float = Field(0.2, ge=0, lt=1)
-    activation: Activation = "relu"
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout rate before each dense layer")
+    activation: Activation = Field("relu", description="of the hidden layers")
 
 
 def _head_kind(value: Any) -> str:
@@ -166,10 +179,17 @@ Head = Annotated[
 class ModelConfig(Section):
     """The network: a keras.applications base, its starting weights, the pooling and the head."""
 
-    base: str
-    weights: str = Field("imagenet", description="imagenet | none | pretrain | path to a file")
-    pooling: Literal["flatten", "avg", "max"] = "avg"
-    head: Head = Field(default_factory=HeadConfig)
+    base: str = Field(description="a name from `tlcli.bases` (vgg16, resnet50, mobilenet_v2, ...)")
+    weights: str = Field(
+        "imagenet",
+        description="imagenet, none, pretrain (this run's pretrain stage), or a path: a Keras "
+        "weights file (.h5) or a tlcli model.keras / run folder",
+    )
+    pooling: Literal["flatten", "avg", "max"] = Field("avg", description="base output -> vector")
+    head: Head = Field(
+        default_factory=HeadConfig,
+        description="see model.head; or `pretrain` to reuse the pretrain head's hidden layers",
+    )
 
     @field_validator("base")
     @classmethod
@@ -195,12 +215,12 @@ class ModelConfig(Section):
 class OptimizerConfig(Section):
     """A Keras optimizer. `momentum` applies to sgd and rmsprop, `nesterov` to sgd."""
 
-    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
-    learning_rate: PositiveFloat = 1e-3
-    momentum: float | None = Field(None, ge=0, lt=1)
-    nesterov: bool | None = None
-    weight_decay: float | None = Field(None, ge=0)
-    clipnorm: PositiveFloat | None = None
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adam", description="Keras optimizer")
+    learning_rate: PositiveFloat = Field(1e-3, description="initial rate (unfreeze: 1e-5)")
+    momentum: float | None = Field(None, ge=0, lt=1, description="sgd, rmsprop")
+    nesterov: bool | None = Field(None, description="sgd")
+    weight_decay: float | None = Field(None, ge=0, description="decoupled weight decay")
+    clipnorm: PositiveFloat | None = Field(None, description="clip each gradient's norm")
 
     @model_validator(mode="after")
     def _applies(self) -> OptimizerConfig:
@@ -219,11 +239,15 @@ class ScheduleConfig(Section):
     alpha * lr0 over decay_steps (default: the whole stage).
     """
 
-    name: Literal["constant", "inverse_time", "exponential", "step", "cosine"] = "constant"
-    decay_steps: PositiveInt | None = Field(None, description="default: one epoch (cosine: all)")
-    decay_rate: PositiveFloat = 0.5
-    alpha: float = Field(0.0, ge=0, le=1)
-    warmup_steps: NonNegativeInt = 0
+    name: Literal["constant", "inverse_time", "exponential", "step", "cosine"] = Field(
+        "constant", description="`schedule: cosine` alone is fine too"
+    )
+    decay_steps: PositiveInt | None = Field(
+        None, description="steps per decay; default: one epoch (cosine: the whole stage)"
+    )
+    decay_rate: PositiveFloat = Field(0.5, description="inverse_time, exponential, step")
+    alpha: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of lr0")
+    warmup_steps: NonNegativeInt = Field(0, description="cosine: linear warm-up steps from 0")
 
     @model_validator(mode="after")
     def _warmup_cosine_only(self) -> ScheduleConfig:
@@ -235,20 +259,28 @@ class ScheduleConfig(Section):
 class EarlyStoppingConfig(Section):
     """Stop when `monitor` stops improving; keep the best epoch's weights."""
 
-    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
-    patience: NonNegativeInt = 3
-    min_delta: float = Field(0.0, ge=0)
-    restore_best_weights: bool = True
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = Field(
+        "val_loss", description="the quantity watched"
+    )
+    patience: NonNegativeInt = Field(3, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts")
+    restore_best_weights: bool = Field(True, description="end with the best epoch's weights")
 
 
 class TrainStage(Section):
     """What every training stage has: epochs, optimizer, schedule, loss options, early stop."""
 
-    epochs: PositiveInt = 10
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    early_stopping: EarlyStoppingConfig | None = None
+    epochs: PositiveInt = Field(10, description="training epochs")
+    optimizer: OptimizerConfig = Field(
+        default_factory=OptimizerConfig, description="see <stage>.optimizer"
+    )
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig, description="see <stage>.schedule"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="of the cross-entropy loss")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="see <stage>.early_stopping; `true` for the defaults, off when absent"
+    )
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -267,9 +299,11 @@ class TrainStage(Section):
 class PretrainConfig(TrainStage):
     """The source task: the whole base trains, with its own head, on `data` + `pretrain.data`."""
 
-    epochs: PositiveInt = 20
-    data: DataOverride = Field(default_factory=DataOverride)
-    weights: str = Field("none", description="imagenet | none | path: the base before pretraining")
+    epochs: PositiveInt = Field(20, description="training epochs")
+    data: DataOverride = Field(
+        default_factory=DataOverride, description="keys of `data` that differ for the source task"
+    )
+    weights: str = Field("none", description="the base before pretraining: imagenet, none, a path")
     head: HeadConfig | None = Field(None, description="default: model.head, or dense [256]")
 
     @field_validator("weights", mode="before")
@@ -285,7 +319,7 @@ class FrozenCache(Section):
     (with augmentation and no cache_views, 4 views); off: never.
     """
 
-    cache: Literal["auto", "on", "off"] = "auto"
+    cache: Literal["auto", "on", "off"] = Field("auto", description="frozen-bottom cache")
     cache_views: PositiveInt | None = Field(
         None, description="augmented views of each training image to cache"
     )
@@ -294,18 +328,23 @@ class FrozenCache(Section):
 class FinetuneConfig(FrozenCache, TrainStage):
     """Frozen base, new head trains."""
 
-    epochs: PositiveInt = 10
+    epochs: PositiveInt = Field(10, description="training epochs")
 
 
 class UnfreezeConfig(FrozenCache, TrainStage):
     """The top of the base trains too, at a low learning rate, starting from `finetune`."""
 
-    epochs: PositiveInt = 5
-    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(learning_rate=1e-5))
-    layers: int | Literal["all"] | None = Field(None, description="top N layers of the base")
-    from_layer: str | None = None
-    from_block: str | None = None
-    train_bn: bool = False
+    epochs: PositiveInt = Field(5, description="training epochs")
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig(learning_rate=1e-5),
+        description="see <stage>.optimizer",
+    )
+    layers: int | Literal["all"] | None = Field(
+        None, description="train the top N layers of the base, or all (the default)"
+    )
+    from_layer: str | None = Field(None, description="train from this base layer up")
+    from_block: str | None = Field(None, description="train from this block up: block5, conv5")
+    train_bn: bool = Field(False, description="let BatchNorm layers train (batch statistics)")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -331,15 +370,21 @@ class UnfreezeConfig(FrozenCache, TrainStage):
 class EvaluateConfig(Section):
     """Which split `evaluate` scores: auto = test when the data has one, else val."""
 
-    split: Literal["auto", "test", "val", "train"] = "auto"
+    split: Literal["auto", "test", "val", "train"] = Field(
+        "auto", description="auto: test when there is one, else val"
+    )
 
 
 class RunConfig(Section):
     """How the computation runs: precision, XLA, and the tf.distribute strategy."""
 
-    mixed_precision: Literal["none", "float16", "bfloat16"] = "none"
-    jit_compile: Literal["auto"] | bool = "auto"
-    distribution: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = "auto"
+    mixed_precision: Literal["none", "float16", "bfloat16"] = Field(
+        "none", description="Keras mixed-precision policy; the output layer stays float32"
+    )
+    jit_compile: Literal["auto"] | bool = Field("auto", description="XLA compilation (Keras)")
+    distribution: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = Field(
+        "auto", description="tf.distribute strategy; auto = mirrored on several GPUs"
+    )
     tpu: str | None = Field(None, description="TPU address for distribution: tpu")
 
     @field_validator("mixed_precision", mode="before")
@@ -351,16 +396,21 @@ class RunConfig(Section):
 class Config(Section):
     """The whole experiment. Outputs go to `<output_dir>/<name>/`."""
 
-    name: str
-    output_dir: Path = Path("runs")
-    seed: int = 42
-    data: DataConfig
-    model: ModelConfig
-    pretrain: PretrainConfig | None = None
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    unfreeze: UnfreezeConfig | None = None
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    run: RunConfig = Field(default_factory=RunConfig)
+    name: str = Field(
+        description="run folder name",
+        json_schema_extra={"shown_default": "the config file's name"},  # set by load_config
+    )
+    output_dir: Path = Field(Path("runs"), description="where run folders go")
+    seed: int = Field(42, description="fixes splits, shuffling and initialisation")
+    data: DataConfig = Field(description="see data")
+    model: ModelConfig = Field(description="see model")
+    pretrain: PretrainConfig | None = Field(None, description="the source task; absent: skipped")
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="frozen base, new head (always runs)"
+    )
+    unfreeze: UnfreezeConfig | None = Field(None, description="absent: skipped")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="see evaluate")
+    run: RunConfig = Field(default_factory=RunConfig, description="see run")
 
     _source: str = PrivateAttr("<config>")
 

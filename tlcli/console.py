@@ -23,6 +23,7 @@ class Console:
         # soft_wrap: long paths stay on one line, whole, for copy-paste and grep
         self.out = RichConsole(highlight=False, soft_wrap=True)
         self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        self._warned: set[str] = set()
 
     @property
     def keras_verbose(self) -> int:
@@ -40,11 +41,19 @@ class Console:
         if not self.quiet:
             self.out.print(message)
 
+    def status(self, message: str) -> None:
+        """Like `info`, on stderr: for commands whose stdout carries data (CSV, JSON)."""
+        if not self.quiet:
+            self.err.print(message)
+
     def result(self, message: str) -> None:
         self.out.print(message)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {message}")
+        """Print a warning once: stages that reload the same data must not repeat it."""
+        if message not in self._warned:
+            self._warned.add(message)
+            self.err.print(f"[yellow]warning:[/yellow] {message}")
 
     def error(self, message: str) -> None:
         self.err.print(f"[red]error:[/red] {message}", soft_wrap=True)
@@ -52,7 +61,11 @@ class Console:
     def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
         table = Table(title=title, title_justify="left")
         for index, column in enumerate(columns):
-            table.add_column(column, justify="left" if index == 0 else "right")
+            # The first column names the row (a class, a file path): fold it, never cut it.
+            if index == 0:
+                table.add_column(column, justify="left", overflow="fold")
+            else:
+                table.add_column(column, justify="right")
         for row in rows:
             table.add_row(*row)
         self.out.print(table)

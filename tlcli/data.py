@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class StageData:
     classes: list[str]
     splits: dict[str, DecodedSplit]
     report: dict
+    seconds: float = 0.0  # finding, decoding (or loading from cache) and checking
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +79,7 @@ def load_stage_data(
     progress: Progress | None = None,
 ) -> StageData:
     """Find, decode and check a stage's data; write data_report.json and split.csv."""
+    started = time.perf_counter()
     splits = find_splits(data, seed)
     classes = splits["train"].folder.classes
     decoded: dict[Path, DecodedFolder] = {}
@@ -92,7 +95,7 @@ def load_stage_data(
     _check_trainable(classes, ready, report_dir)
     if "val" in ready and len(ready["val"]) == 0:
         del ready["val"]
-    return StageData(classes, ready, report)
+    return StageData(classes, ready, report, time.perf_counter() - started)
 
 
 def _readable(split: Split, decoded: DecodedFolder) -> DecodedSplit:

@@ -77,11 +77,16 @@ def plan_cache(
     split = split_at_head(model) if stage == "finetune" else split_in_base(model)
     if split is None:
         return CachePlan(None, 1, "feature cache off: no frozen block below the trained layers")
-    per_example = 4 * int(np.prod(split.bottom.output_shape[1:]))
-    examples = views * len(data.splits["train"]) + sum(
-        len(s) for name, s in data.splits.items() if name != "train"
-    )
-    size = per_example * examples
+    train = len(data.splits["train"])
+    val = len(data.splits["val"]) if "val" in data.splits else 0
+    # The bottom runs once per cached example, against once per example per epoch without
+    # the cache: with auto, cache only when that is fewer passes.
+    cached_passes, plain_passes = views * train + val, stage_cfg.epochs * (train + val)
+    if stage_cfg.cache == "auto" and cached_passes >= plain_passes:
+        return CachePlan(
+            None, 1, f"feature cache off: {stage_cfg.epochs} epoch(s) would not repay it"
+        )
+    size = 4 * int(np.prod(split.bottom.output_shape[1:])) * cached_passes
     free = shutil.disk_usage(cache_dir if cache_dir.exists() else cache_dir.parent).free
     if size > PREFIX_CACHE_LIMIT_BYTES or size > free // 2:
         return CachePlan(None, 1, f"feature cache off: it would take {size / 2**30:.1f} GB")
@@ -101,13 +106,20 @@ def cache_split_outputs(
     tag: str,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> tuple[dict[str, DecodedSplit], bool]:
-    """The bottom's outputs for every split, as splits the top can train on; (splits, reused)."""
+    """The bottom's outputs for train and val, as splits the top trains on; (splits, reused).
+
+    The test split is not cached: nothing trains on it, and evaluate runs the whole model.
+    """
     out: dict[str, DecodedSplit] = {}
     reused_all = True
+    bottom_digest = _bottom_digest(split_model.bottom)
     for name, split in data.splits.items():
+        if name not in ("train", "val"):
+            continue
         split_views = views if name == "train" else 1
         array, reused = _cached_outputs(
             split_model.bottom,
+            bottom_digest,
             split,
             data.num_classes,
             views=split_views,
@@ -124,6 +136,7 @@ def cache_split_outputs(
 
 def _cached_outputs(
     bottom: keras.Model,
+    bottom_digest: str,
     split: DecodedSplit,
     num_classes: int,
     *,
@@ -134,7 +147,7 @@ def _cached_outputs(
     path_prefix: Path,
     progress,
 ) -> tuple[np.ndarray, bool]:
-    key = _key(bottom, split, views, augment, seed)
+    key = _key(bottom_digest, split, views, augment, seed)
     path = path_prefix.with_name(f"{path_prefix.name}-{key}.npy")
     done_marker = path.with_suffix(".json")
     if path.is_file() and done_marker.is_file():
@@ -174,15 +187,23 @@ def _cached_outputs(
 
 
 def _key(
-    bottom: keras.Model, split: DecodedSplit, views: int, augment: AugmentConfig | None, seed: int
+    bottom_digest: str, split: DecodedSplit, views: int, augment: AugmentConfig | None, seed: int
 ) -> str:
-    digest = hashlib.sha1()
     parts = {
+        "bottom": bottom_digest,
         "split": split.key,
         "views": views,
         "augment": augment.model_dump() if augment is not None else None,
         "seed": seed if (augment is not None and views > 1) else None,
         "chunk": FEATURE_CHUNK,
+    }
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _bottom_digest(bottom: keras.Model) -> str:
+    """What the bottom computes: its input and output shapes, its layers' configs, its weights."""
+    digest = hashlib.sha1()
+    parts = {
         "input": list(bottom.input_shape[1:]),
         "output": list(bottom.output_shape[1:]),
         "layers": [_layer_signature(layer) for layer in bottom.layers],
@@ -190,7 +211,7 @@ def _key(
     digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for weight in bottom.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def _layer_signature(layer) -> object:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -65,6 +66,33 @@ def atomic_path(target: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside `target`; it replaces `target` only if the block succeeds.
+
+    A folder cannot be swapped in one step, so an existing `target` (the caller decides whether
+    it may be replaced) is first renamed aside and deleted once the new one is in place.
+
+    >>> with atomic_dir(Path("runs/demo/export/finetune-keras")) as tmp:  # doctest: +SKIP
+    ...     (tmp / "labels.txt").write_text("cat\\ndog\\n")
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, unlike tempfile.mkdtemp (mode 0700), gives the folder the user's usual permissions.
+    tmp_path = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+    tmp_path.mkdir()
+    try:
+        yield tmp_path
+        old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp_path, target)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp_path.exists():
+            shutil.rmtree(tmp_path)
 
 
 def write_text(target: Path, text: str) -> None:
@@ -147,6 +175,8 @@ class RunDir:
 
     def start_stage(self, stage: str, fingerprint: dict[str, Any]) -> None:
         """Record that `stage` is running: from here on a rerun needs --resume or --overwrite."""
+        for leftover in self.stage_dir(stage).glob(".*.tmp*"):
+            leftover.unlink()  # half-written files of a run that was killed while saving
         state = self.stage_state(stage) or {"started": _now()}
         state.update(status="running", fingerprint=fingerprint)
         write_json(self.stage_dir(stage) / "stage.json", state)

@@ -28,7 +28,19 @@ from tlcli.config import Config, DataConfig, TrainStage, stage_fingerprint
 from tlcli.console import Console
 from tlcli.errors import ConfigError, DataError
 from tlcli.rundir import Mode, RunDir, atomic_path, write_json, write_text
-from tlcli.runtime import import_tensorflow, is_chief, model_scope, set_seed
+from tlcli.runtime import (
+    describe_runtime,
+    follow_policy,
+    import_tensorflow,
+    is_chief,
+    is_multi_worker,
+    model_scope,
+    runtime_line,
+    set_seed,
+    start_distribution,
+    wait_for_workers,
+    write_path,
+)
 
 TARGET_STAGES = ("finetune", "unfreeze")
 
@@ -239,12 +251,14 @@ def _prepare(cfg, run, data_cfg, image_size, report_dir, console, write_run_file
     from tlcli.data import load_stage_data
 
     import_tensorflow()
+    start_distribution(cfg.run)  # first: a multi-worker strategy must precede other TF work
     set_seed(cfg.seed)
     if write_run_files and is_chief():
         _write_run_files(cfg, run)
+    report_dir = write_path(report_dir)  # other workers keep their reports to themselves
     with console.progress() as progress:
         data = load_stage_data(
-            data_cfg, tuple(image_size), cfg.seed, run.cache_dir, report_dir, progress
+            data_cfg, tuple(image_size), cfg.seed, write_path(run.cache_dir), report_dir, progress
         )
     report = data.report
     if report["skipped"] or report["converted"]:
@@ -318,11 +332,23 @@ def _train_and_save(
         views=views,
     )
     val_ds = make_dataset(splits["val"], data.num_classes, batch) if "val" in splits else None
-    run.start_stage(stage, stage_fingerprint(cfg, stage))
-    outcome = fit_stage(train_model, train_ds, val_ds, stage_cfg, stage_dir, console.keras_verbose)
     if is_chief():
-        with atomic_path(run.model_path(stage)) as tmp:
-            model.save(tmp)
+        run.start_stage(stage, stage_fingerprint(cfg, stage))
+    runtime = describe_runtime(cfg.run, train_model)
+    console.info(runtime_line(runtime))
+    outcome = fit_stage(
+        train_model,
+        train_ds,
+        val_ds,
+        stage_cfg,
+        write_path(stage_dir),
+        console.keras_verbose,
+        resume_from=stage_dir / "backup",
+    )
+    # Every worker saves (a save may read variables across workers); the chief's is the run's.
+    with atomic_path(write_path(run.model_path(stage))) as tmp:
+        model.save(tmp)
+    if is_chief():
         write_text(stage_dir / "labels.txt", "\n".join(data.classes) + "\n")
         plot_curves(stage_dir / "history.csv", stage_dir / "curves.png", f"{cfg.name}: {stage}")
         run.finish_stage(
@@ -332,11 +358,19 @@ def _train_and_save(
                 "resumed_from_epoch": outcome.resumed_from,
                 "stopped_early": outcome.stopped_early,
                 "train_seconds": round(outcome.seconds, 1),
+                "timings": {
+                    "data_seconds": round(data.seconds, 2),
+                    "cache_seconds": cache_summary.get("seconds", 0.0),
+                    "fit_seconds": round(outcome.seconds, 2),
+                    "first_batch_at": outcome.first_batch_at,
+                },
                 "cache": cache_summary,
+                "runtime": runtime,
                 "final": outcome.final,
             },
         )
         shutil.rmtree(stage_dir / "backup", ignore_errors=True)
+    wait_for_workers()  # the next stage, on any worker, reads what the chief wrote
     val_accuracy = outcome.final.get("val_accuracy")
     console.result(
         f"{stage}: {outcome.epochs_done} epochs in {outcome.seconds:.0f}s, "
@@ -351,7 +385,12 @@ def _use_frozen_cache(cfg, run, stage, model, data, data_cfg, stage_cfg, console
     """Swap in the trainable top and cached bottom outputs when the plan says it pays."""
     from tlcli.feature_cache import cache_split_outputs, plan_cache
 
-    plan = plan_cache(stage, model, stage_cfg, data_cfg, data, run.cache_dir)
+    if is_multi_worker():  # every worker would have to build, and write, the same cache
+        console.info("feature cache off: multi-worker training")
+        return model, data.splits, 1, augment, {"used": False, "reason": "multi-worker"}
+    with model_scope(cfg.run):  # the split models train and predict under the run's strategy
+        follow_policy(model)  # the cached bottom too, not only the top compile_for_stage sees
+        plan = plan_cache(stage, model, stage_cfg, data_cfg, data, run.cache_dir)
     console.info(plan.reason)
     if plan.split is None:
         return model, data.splits, 1, augment, {"used": False, "reason": plan.reason}

@@ -22,6 +22,7 @@ from pathlib import Path
 import keras
 
 from tlcli.config import TrainStage
+from tlcli.distribute import same_on_all_workers
 from tlcli.rundir import atomic_path, write_text
 
 BACKUP_PATTERN = re.compile(r"epoch-(\d+)\.weights\.h5$")
@@ -54,7 +55,9 @@ def resume_point(model: keras.Model, backup_dir: Path) -> int:
         return 0
     epochs_done, path = backups[-1]
     if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)  # so its variables can be restored
+        # so its variables can be restored; under tf.distribute they must be created in scope
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
     model.load_weights(path)
     return epochs_done
 
@@ -73,6 +76,18 @@ def trim_history(history_csv: Path, epochs_done: int) -> None:
     write_text(history_csv, "\n".join(lines) + "\n")
 
 
+class FirstBatchClock(keras.callbacks.Callback):
+    """Wall-clock time (time.time()) when the first training batch starts: start-up cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: float | None = None
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.at is None:
+            self.at = time.time()
+
+
 @dataclass
 class FitOutcome:
     epochs_done: int
@@ -80,6 +95,7 @@ class FitOutcome:
     stopped_early: bool
     seconds: float
     final: dict[str, float]  # the last epoch's logs
+    first_batch_at: float | None = None  # time.time() of the first training batch
 
 
 def fit_stage(
@@ -90,16 +106,25 @@ def fit_stage(
     stage_dir: Path,
     verbose: int,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    resume_from: Path | None = None,
 ) -> FitOutcome:
-    """Train `model` for the stage's epochs, resuming from stage_dir/backup when it holds one."""
+    """Train `model` for the stage's epochs, resuming from stage_dir/backup when it holds one.
+
+    `resume_from` is another backup folder to resume from: a non-chief worker writes to a
+    throwaway stage_dir but resumes from the chief's backups, like every other worker.
+    """
     backup_dir = stage_dir / "backup"
     history_csv = stage_dir / "history.csv"
-    initial_epoch = resume_point(model, backup_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)  # CSVLogger opens history.csv in it
+    source = resume_from or backup_dir
+    initial_epoch = same_on_all_workers(resume_point(model, source), f"the backup in {source}")
     if initial_epoch:
         trim_history(history_csv, initial_epoch)
     elif history_csv.exists():
         history_csv.unlink()
+    clock = FirstBatchClock()
     callbacks: list[keras.callbacks.Callback] = [
+        clock,
         EpochBackup(backup_dir),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
@@ -136,4 +161,5 @@ def fit_stage(
         stopped_early=bool(early is not None and early.stopped_epoch > 0),
         seconds=seconds,
         final=final,
+        first_batch_at=clock.at,
     )
