@@ -24,7 +24,7 @@ import numpy as np
 
 from tlcli.errors import ConfigError, RunError
 from tlcli.rundir import RunDir
-from tlcli.runtime import _captured_stderr, import_tensorflow
+from tlcli.runtime import import_tensorflow, quiet_stderr
 
 STAGES = ("pretrain", "finetune", "unfreeze")
 # What an export or stage folder may hold, in the order they are looked for.
@@ -229,7 +229,7 @@ def _load_tflite(path: Path) -> tuple[tuple[int, int], int, Predict]:
 
 def _allocate(interpreter) -> None:
     # The runtime announces its CPU delegate (XNNPACK) on fd 2 here: not news for a user.
-    with _captured_stderr():
+    with quiet_stderr():
         interpreter.allocate_tensors()
 
 

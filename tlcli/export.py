@@ -194,7 +194,7 @@ def _write_tflite(job: _Job) -> None:
     import keras
     from tensorflow.lite.python.convert_phase import ConverterError
 
-    from tlcli.runtime import _captured_stderr
+    from tlcli.runtime import quiet_stderr
 
     model = job.model
     with tempfile.TemporaryDirectory(dir=job.folder) as saved_model:
@@ -209,7 +209,7 @@ def _write_tflite(job: _Job) -> None:
         _configure_quantization(tf, converter, job)
         try:
             # The converter prints its passes to fd 2: captured, and replayed only on failure.
-            with _captured_stderr():
+            with quiet_stderr():
                 flatbuffer = converter.convert()
         except ConverterError as exc:
             raise RunError(f"TFLite conversion ({job.quantize}) failed: {exc}") from None

@@ -51,7 +51,7 @@ def import_tensorflow():
         if os.environ.get("TLCLI_TF_LOGS") == "1":
             import tensorflow as tf
         else:
-            with _captured_stderr():
+            with quiet_stderr():
                 import tensorflow as tf
 
                 tf.config.list_physical_devices()  # probe devices now, while quiet
@@ -81,7 +81,7 @@ def _split_cpu(tf) -> None:
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """Send fd 2 to a temporary file; replay it if the block raises."""
     sys.stderr.flush()
     saved = os.dup(2)
