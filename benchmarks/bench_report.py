@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 STAGES = ("finetune", "unfreeze")
-PROCESS_COLUMNS = ("wall", "start-up", "data", "cache", "other", "fit", "after fit", "exit")
+STAGE_COLUMNS = ("wall", "start-up", "before", "data", "cache", "other", "fit", "after fit")
 ROWS = [  # (summary key, label, unit); accuracies have no unit
     ("finetune_startup", "finetune start-up (to its 1st batch)", "s"),
     ("finetune_stage", "finetune stage (after its start-up)", "s"),
@@ -22,14 +22,14 @@ ROWS = [  # (summary key, label, unit); accuracies have no unit
     ("unfreeze_startup", "unfreeze start-up (to its 1st batch)", "s"),
     ("unfreeze_stage", "unfreeze stage (after its start-up)", "s"),
     ("unfreeze_wall", "unfreeze wall", "s"),
-    ("evaluate", "evaluate (test, after each stage)", "s"),
+    ("evaluate", "evaluate (after each stage)", "s"),
     ("whole", "whole process (all stages + evaluate)", "s"),
     ("exit", "  of which process exit", "s"),
     ("val_finetune", "val accuracy after finetune", ""),
     ("val_unfreeze", "val accuracy after unfreeze", ""),
     ("test_finetune", "test accuracy after finetune", ""),
     ("test_unfreeze", "test accuracy after unfreeze", ""),
-    ("peak_rss_mb", "peak RSS of the largest process", "MB"),
+    ("peak_rss_mb", "peak RSS of the process", "MB"),
 ]
 
 
@@ -60,25 +60,32 @@ def plain_summary(process: dict, result: dict) -> dict:
 
 
 def tlcli_summary(tlcli: dict) -> dict:
-    """The table's numbers for tlcli, from its processes, stage.json and metrics.json files."""
-    processes, stages, metrics = tlcli["processes"], tlcli["stages"], tlcli["metrics"]
+    """The table's numbers for tlcli, from its process, stage.json and metrics.json files."""
+    process, stages, metrics = tlcli["process"], tlcli["stages"], tlcli["metrics"]
     summary = {}
+    stage_start = process["launch_at"]  # unfreeze's wall starts where finetune's ends
     for stage in STAGES:
-        process = processes[stage]
-        first_batch = stages[stage].get("timings", {}).get("first_batch_at")
-        startup = None if first_batch is None else first_batch - process["launch_at"]
-        summary[f"{stage}_startup"] = startup
-        summary[f"{stage}_stage"] = None if startup is None else process["seconds"] - startup
-        summary[f"{stage}_wall"] = process["seconds"]
+        timings = stages[stage].get("timings", {})
+        first_batch, finished = timings.get("first_batch_at"), timings.get("stage_finished_at")
+        summary[f"{stage}_startup"] = between(stage_start, first_batch)
+        summary[f"{stage}_stage"] = between(first_batch, finished)
+        summary[f"{stage}_wall"] = between(stage_start, finished)
         summary[f"val_{stage}"] = stages[stage].get("final", {}).get("val_accuracy")
-        summary[f"test_{stage}"] = metrics.get(stage, {}).get("accuracy")
-    evals = [p["seconds"] for name, p in processes.items() if name.startswith("evaluate")]
+        stage_metrics = metrics.get(stage, {})
+        tested = stage_metrics.get("split") == "test"  # without a test split, tlcli scores val
+        summary[f"test_{stage}"] = stage_metrics.get("accuracy") if tested else None
+        stage_start = finished
+    evals = [m["seconds"] for m in metrics.values() if "seconds" in m]
     summary["evaluate"] = sum(evals) if evals else None
-    summary["whole"] = sum(p["seconds"] for p in processes.values())
-    exits = [exit_seconds(p, p.get("ended_at")) for p in processes.values()]
-    summary["exit"] = None if None in exits else sum(exits)
-    summary["peak_rss_mb"] = max(p["max_rss_mb"] for p in processes.values())
+    summary["whole"] = process["seconds"]
+    summary["exit"] = exit_seconds(process, tlcli.get("last_write_at"))
+    summary["peak_rss_mb"] = process["max_rss_mb"]
     return summary
+
+
+def between(start: float | None, end: float | None) -> float | None:
+    """end - start, or None when either clock is missing."""
+    return None if start is None or end is None else end - start
 
 
 def exit_seconds(process: dict, ended_at: float | None) -> float | None:
@@ -131,35 +138,63 @@ def comparison_lines(plain: dict, tlcli: dict) -> list[str]:
     return aligned(rows)
 
 
-def process_breakdown(process: dict, timings: dict) -> dict:
-    """wall = start-up (data + cache + other) + fit + after fit + exit, for one tlcli process.
+def stage_breakdown(timings: dict, origin: float | None) -> dict:
+    """wall = start-up (before + data + cache + other) + fit + after fit, for one tlcli stage.
 
-    `other` is the rest of the start-up: Python and TensorFlow import, building or loading the
-    model. Parts the process did not report (an evaluate has no stage.json) stay None.
+    `origin` is where the stage's wall starts: the launch of the process for finetune, the end
+    of finetune for unfreeze. `before` runs from it to the stage's own clock (finetune: Python
+    start, tlcli import, config; unfreeze: finishing finetune, checks); `other` is the rest of
+    the start-up: TensorFlow import (finetune), building or loading the model.
     """
-    ended_at = process.get("ended_at")
-    parts = dict.fromkeys(PROCESS_COLUMNS)
-    parts.update(wall=process["seconds"], exit=exit_seconds(process, ended_at))
-    first_batch = timings.get("first_batch_at")
-    if first_batch is None:
+    parts = dict.fromkeys(STAGE_COLUMNS)
+    first_batch, finished = timings.get("first_batch_at"), timings.get("stage_finished_at")
+    if origin is None or first_batch is None or finished is None:
         return parts
-    startup = first_batch - process["launch_at"]
+    startup = first_batch - origin
+    before = timings["stage_started_at"] - origin
     data, cache, fit = timings["data_seconds"], timings["cache_seconds"], timings["fit_seconds"]
-    parts.update({"start-up": startup, "data": data, "cache": cache, "fit": fit})
-    parts["other"] = startup - data - cache
-    if ended_at is not None:
-        parts["after fit"] = ended_at - first_batch - fit
+    parts.update(
+        {
+            "wall": finished - origin,
+            "start-up": startup,
+            "before": before,
+            "data": data,
+            "cache": cache,
+            "other": startup - before - data - cache,
+            "fit": fit,
+            "after fit": finished - first_batch - fit,
+        }
+    )
     return parts
 
 
-def tlcli_process_lines(tlcli: dict) -> list[str]:
-    """Where each tlcli process spends its time, from stage.json `timings` and the clock."""
-    rows = [("tlcli processes (s)", *PROCESS_COLUMNS, "feature cache")]
-    for name, process in tlcli["processes"].items():
-        state = tlcli["stages"].get(name, {})
-        parts = process_breakdown(process, state.get("timings", {}))
+def tlcli_stage_lines(tlcli: dict) -> list[str]:
+    """Where tlcli's one process spends its time: stages, evaluations, the rest, exit.
+
+    The walls add up to the whole process; "the rest" is what no clock covers (confusion
+    matrix plots, printed tables).
+    """
+    process, stages, metrics = tlcli["process"], tlcli["stages"], tlcli["metrics"]
+    blank = ("",) * (len(STAGE_COLUMNS) - 1)
+    rows = [("tlcli run, one process (s)", *STAGE_COLUMNS, "feature cache")]
+    origin, walls = process["launch_at"], []
+    for stage in STAGES:
+        timings = stages[stage].get("timings", {})
+        parts = stage_breakdown(timings, origin)
         cells = (format_cell(value, "s") for value in parts.values())
-        rows.append((f"  {name}", *cells, cache_note(state)))
+        rows.append((f"  {stage}", *cells, cache_note(stages[stage])))
+        origin = timings.get("stage_finished_at")
+        walls.append(parts["wall"])
+    for stage in STAGES:
+        seconds = metrics.get(stage, {}).get("seconds")
+        split = metrics.get(stage, {}).get("split", "?")
+        rows.append((f"  evaluate {stage} ({split})", format_cell(seconds, "s"), *blank, ""))
+        walls.append(seconds)
+    exit_ = exit_seconds(process, tlcli.get("last_write_at"))
+    rest = None if None in (*walls, exit_) else process["seconds"] - sum(walls) - exit_
+    rows.append(("  the rest (plots, tables)", format_cell(rest, "s"), *blank, ""))
+    rows.append(("  exit (after the last file)", format_cell(exit_, "s"), *blank, ""))
+    rows.append(("  whole process", format_cell(process["seconds"], "s"), *blank, ""))
     return aligned(rows, text_columns=(0, len(rows[0]) - 1))
 
 
@@ -203,13 +238,12 @@ def process_lines(results: dict) -> list[str]:
     """TensorFlow import, epochs, memory per process, checks that both did the same job."""
     processes = [
         results["plain"]["process"],
-        *results["tlcli"]["processes"].values(),
+        results["tlcli"]["process"],
         results["floor"]["process"],
         results["tf_import"],
     ]
     plain = results["plain"]["result"]
     tf_import = results["tf_import"]["seconds"]
-    tlcli_processes = len(results["tlcli"]["processes"])
     report = results["tlcli"]["data_report"].get("splits", {})
     tlcli_images = {name: split["images"] for name, split in report.items()}
     epochs = {
@@ -217,9 +251,8 @@ def process_lines(results: dict) -> list[str]:
         for stage in STAGES
     }
     return [
-        f'TensorFlow import alone (python -c "import tensorflow"): {tf_import:.1f} s; tlcli '
-        f"pays it in {tlcli_processes} processes (~{tlcli_processes * tf_import:.0f} s of its "
-        f"whole), plain Keras in 1",
+        f'TensorFlow import alone (python -c "import tensorflow"): {tf_import:.1f} s; both '
+        "tools pay it once, in their finetune start-up (tlcli: in its `other` above)",
         f"plain Keras epoch seconds: finetune [{epochs['finetune']}], "
         f"unfreeze [{epochs['unfreeze']}]",
         "peak RSS per process (MB): "
@@ -250,7 +283,7 @@ def report(results: dict) -> str:
         "",
         *comparison_lines(summary["plain"], summary["tlcli"]),
         "",
-        *tlcli_process_lines(results["tlcli"]),
+        *tlcli_stage_lines(results["tlcli"]),
         "",
         *floor_lines(results),
         *process_lines(results),

@@ -10,38 +10,46 @@ Every step runs in its own subprocess, one after another, never two at a time:
 0. warm-up (not reported): every image file is read once and `python -c "import tensorflow"`
    runs once, so that the first tool timed does not pay for a cold disk;
 1. plain Keras: benchmarks/plain_keras.py, the Keras guide's two-stage recipe, in one process;
-2. tlcli, with an equivalent config written to the work folder: `tlcli finetune`, `tlcli
-   unfreeze`, and with a test/ split `tlcli evaluate --stage finetune` and `--stage unfreeze`
-   (run as `python -c` around tlcli's own `main()`, which is what `python -m tlcli` runs, plus
-   one line recording when the command returned);
+2. tlcli, with an equivalent config written to the work folder, in one process, as a user runs
+   the whole job: `tlcli run CONFIG` (as `python -m tlcli`, the same `main()` as the `tlcli`
+   script): finetune, unfreeze, then evaluate of each trained stage (on test/ when the data
+   has one);
 3. the floor: benchmarks/forward_floor.py, one forward pass of the base over train + val;
 4. TensorFlow import alone: `python -c "import tensorflow"`, timed.
 
 The table (bench_report.py prints it; `python benchmarks/bench_report.py results.json` prints
-it again), in seconds of wall-clock time:
+it again), in seconds of wall-clock time. Both tools are timed from the launch of their process
+(os.wait4 gives its end and peak memory) and by the clocks they record: plain_keras.py's JSON,
+tlcli's stage.json `timings` (stage_started_at, first_batch_at, stage_finished_at) and
+metrics.json `seconds`.
 
-- start-up: from the launch of the process to the first training batch (for plain Keras'
-  unfreeze stage, from the end of its finetune stage). It holds Python and TensorFlow import,
-  model building and, for tlcli, data decoding and the feature cache.
+- start-up: from the launch of the process to the first training batch; for the unfreeze
+  stage, from the end of the finetune stage (plain Keras: of its test evaluation; tlcli: of
+  saving the finetune model and plots) to its first batch. It holds Python and TensorFlow
+  import (finetune only), model building or loading and, for tlcli, data decoding and the
+  feature cache.
 - stage: plain Keras, the time around `fit()` (which decodes the images in its first epoch);
-  tlcli, the stage's process minus its start-up (fit, saving model.keras and the plots, exit).
-- wall: what a user waits for the stage. tlcli: the whole `tlcli <stage>` process. plain
-  Keras: launch to the end of the first fit(); then the end of the finetune stage (its test
-  evaluation included) to the end of the second fit(). Compare walls for the verdict; start-up
-  and stage show where the time goes, and tlcli moves work (decoding, caching) before its
-  first batch.
-- evaluate: test accuracy after each stage; `evaluate()` in plain Keras' process, one
-  `tlcli evaluate` process per stage for tlcli.
-- whole process: all of a tool's processes, end to end; "of which process exit" is the time
-  from the end of the work to the exit of each process (interpreter and TensorFlow shutdown).
+  tlcli, from the first batch to the end of the stage (fit, saving model.keras and the plots).
+- wall: what a user waits for the stage, start-up + stage. plain Keras: launch to the end of
+  the first fit(); then the end of the finetune stage (its test evaluation included) to the end
+  of the second fit(). tlcli: launch to the end of the finetune stage (stage_finished_at); then
+  that to the end of the unfreeze stage. Compare walls for the verdict; start-up and stage show
+  where the time goes, and tlcli moves work (decoding, caching) before its first batch.
+- evaluate: after each stage; `evaluate()` on test in plain Keras' process; for tlcli, the
+  `seconds` of each metrics.json (data, model loading, predict). `tlcli run` evaluates after
+  both stages, on val when there is no test split (plain Keras then evaluates nothing).
+- whole process: the one process of each tool, launch to exit; "of which process exit" is the
+  time from the end of the work (plain Keras: its last timestamp; tlcli: the last file it wrote
+  in its run folder) to the exit (printing, interpreter and TensorFlow shutdown).
 - plain/tlcli: above 1, tlcli is faster. The accuracy rows show tlcli minus plain Keras.
 - peak RSS: ru_maxrss of each process, from os.wait4.
 
-Under the table: each tlcli process split into start-up (data, cache, other: import and model
-building) + fit + after fit + exit, from stage.json `timings`; the floor (a frozen stage cannot
-do less than one forward pass over its images; plain Keras does one per epoch) and each
-finetune stage divided by it; TensorFlow import time; plain Keras' epoch times; peak RSS per
-process; the image counts and the number of unfrozen layers of both tools, which must match.
+Under the table: tlcli's process split into its stages (start-up = before + data + cache +
+other, then fit + after fit), evaluations, the rest and exit, from stage.json `timings`; the
+floor (a frozen stage cannot do less than one forward pass over its images; plain Keras does
+one per epoch) and each finetune stage divided by it; TensorFlow import time; plain Keras'
+epoch times; peak RSS per process; the image counts and the number of unfrozen layers of both
+tools, which must match.
 
 The same for both tools: image files, image size, batch size, epochs, optimizers (Adam 1e-3,
 then 1e-5), head (average pooling, dropout 0.2, softmax), the layers unfrozen (BatchNorm stays
@@ -56,8 +64,9 @@ times of both. What differs, by design of each tool:
   while plain Keras augments inside the model at every step.
 - tlcli reshuffles every epoch; the guide's pipeline replays the first epoch's order.
 - tlcli writes epoch backups, TensorBoard logs, model.keras and plots; plain Keras writes
-  nothing. tlcli runs each command in its own process, so it imports TensorFlow (and loads
-  its data and model) once per command.
+  nothing. tlcli loads its data again for each stage and each evaluation (from its decoded
+  image cache after the first) and reloads the saved model to evaluate it; plain Keras keeps
+  both in memory.
 """
 
 from __future__ import annotations
@@ -82,15 +91,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO / "sample_data" / "target"
 SPLITS = ("train", "val", "test")
-# `python -m tlcli ARGS`, plus one line saying when the command returned: what follows, up to the
-# exit of the process, is interpreter and TensorFlow shutdown.
-TLCLI_ENTRY = """import sys, time
-from tlcli.cli import main
-try:
-    main()
-finally:
-    print(f"tlcli-ended-at {time.time()}", file=sys.stderr, flush=True)
-"""
 # The top block of each base: what --unfreeze-from-block defaults to.
 TOP_BLOCKS = {
     "vgg16": "block5",
@@ -356,28 +356,20 @@ def tlcli_config(args: argparse.Namespace, data: Path, run_root: Path) -> dict:
 
 
 def run_tlcli(args: argparse.Namespace, data: Path, workdir: Path) -> dict:
-    """finetune, unfreeze, evaluate each stage (with a test split); the runs and the results."""
+    """`tlcli run CONFIG` in one process: its run, the files it wrote, what it printed."""
     config = workdir / "tlcli.yaml"
     config.write_text(yaml.safe_dump(tlcli_config(args, data, workdir / "runs")))
-    commands = {stage: [stage, str(config)] for stage in STAGES}
-    if "test" in present_splits(data):
-        for stage in STAGES:
-            commands[f"evaluate-{stage}"] = ["evaluate", str(config), "--stage", stage]
-    processes = {}
-    for name, tlcli_args in commands.items():
-        command = [sys.executable, "-c", TLCLI_ENTRY, *tlcli_args]
-        shown = ["tlcli", *tlcli_args]
-        process = run_child(f"tlcli-{name}", command, workdir / "logs", shown)
-        ended_at = logged_number(Path(process.log), "tlcli-ended-at")
-        processes[name] = {**asdict(process), "ended_at": ended_at}
+    tlcli_args = ["run", str(config)]
+    command = [sys.executable, "-m", "tlcli", *tlcli_args]
+    process = run_child("tlcli", command, workdir / "logs", ["tlcli", *tlcli_args])
     run_dir = workdir / "runs" / "bench"
-    trained = logged_number(Path(processes["unfreeze"]["log"]), "training")
     return {
-        "processes": processes,
+        "process": asdict(process),
+        "last_write_at": last_write_at(run_dir),
         "stages": {stage: read_json(run_dir / stage / "stage.json") for stage in STAGES},
         "metrics": {stage: read_json(run_dir / stage / "metrics.json") for stage in STAGES},
         "data_report": read_json(run_dir / "data_report.json"),
-        "trained_layers": None if trained is None else int(trained),
+        "trained_layers": trained_layers(Path(process.log)),
     }
 
 
@@ -385,10 +377,16 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def logged_number(log: Path, label: str) -> float | None:
-    """The number after `label` in a log, e.g. tlcli's "training 3 base layers"."""
-    found = re.search(rf"{label} (\d+(?:\.\d+)?)", log.read_text(errors="replace"))
-    return float(found.group(1)) if found else None
+def last_write_at(run_dir: Path) -> float | None:
+    """When tlcli wrote its last file (the last confusion matrix): the end of its work."""
+    times = [path.stat().st_mtime for path in run_dir.rglob("*") if path.is_file()]
+    return max(times, default=None)
+
+
+def trained_layers(log: Path) -> int | None:
+    """The number in tlcli's "training 3 base layers with weights" line."""
+    found = re.search(r"training (\d+) base layers", log.read_text(errors="replace"))
+    return int(found.group(1)) if found else None
 
 
 # --------------------------------------------------------------------------------------- main

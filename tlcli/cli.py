@@ -76,52 +76,42 @@ def _console(quiet: bool):
     return Console(quiet=quiet)
 
 
-@app.command(epilog="Example: tlcli pretrain configs/quickstart.yaml --set pretrain.epochs=5")
-@handle_errors
-def pretrain(
-    config: Path = CONFIG,
-    overrides: list[str] = SET,
-    resume: bool = RESUME,
-    overwrite: bool = OVERWRITE,
-    quiet: bool = QUIET,
-) -> None:
-    """Train the base network on the source task (the `pretrain` section) and save it for reuse."""
-    from tlcli import stages
+def _add_training_command(name: str, function: str, summary: str, example: str) -> None:
+    """pretrain, finetune, unfreeze and run take the same options and differ in what they call."""
 
-    mode = _mode(resume, overwrite)
-    stages.pretrain(_load(config, overrides), mode, _console(quiet))
+    @app.command(name=name, help=summary, epilog=f"Example: {example}")
+    @handle_errors
+    def command(
+        config: Path = CONFIG,
+        overrides: list[str] = SET,
+        resume: bool = RESUME,
+        overwrite: bool = OVERWRITE,
+        quiet: bool = QUIET,
+    ) -> None:
+        from tlcli import stages
 
-
-@app.command(epilog="Example: tlcli finetune configs/vgg16_imagenet.yaml --set finetune.epochs=3")
-@handle_errors
-def finetune(
-    config: Path = CONFIG,
-    overrides: list[str] = SET,
-    resume: bool = RESUME,
-    overwrite: bool = OVERWRITE,
-    quiet: bool = QUIET,
-) -> None:
-    """Freeze the base, put a new dense head on it, train the head on the target data."""
-    from tlcli import stages
-
-    mode = _mode(resume, overwrite)
-    stages.finetune(_load(config, overrides), mode, _console(quiet))
+        mode = _mode(resume, overwrite)
+        getattr(stages, function)(_load(config, overrides), mode, _console(quiet))
 
 
-@app.command(epilog="Example: tlcli unfreeze configs/vgg16_imagenet.yaml --set unfreeze.layers=4")
-@handle_errors
-def unfreeze(
-    config: Path = CONFIG,
-    overrides: list[str] = SET,
-    resume: bool = RESUME,
-    overwrite: bool = OVERWRITE,
-    quiet: bool = QUIET,
-) -> None:
-    """Unfreeze the top of the finetuned base (BatchNorm stays frozen); train on at a low rate."""
-    from tlcli import stages
-
-    mode = _mode(resume, overwrite)
-    stages.unfreeze(_load(config, overrides), mode, _console(quiet))
+_add_training_command(
+    "pretrain",
+    "pretrain",
+    "Train the base network on the source task (the `pretrain` section) and save it for reuse.",
+    "tlcli pretrain configs/quickstart.yaml --set pretrain.epochs=5",
+)
+_add_training_command(
+    "finetune",
+    "finetune",
+    "Freeze the base, put a new dense head on it, train the head on the target data.",
+    "tlcli finetune configs/vgg16_imagenet.yaml --set finetune.epochs=3",
+)
+_add_training_command(
+    "unfreeze",
+    "unfreeze",
+    "Unfreeze the top of the finetuned base (BatchNorm stays frozen); train on at a low rate.",
+    "tlcli unfreeze configs/vgg16_imagenet.yaml --set unfreeze.layers=4",
+)
 
 
 @app.command(epilog="Example: tlcli evaluate configs/quickstart.yaml --stage finetune")
@@ -142,20 +132,12 @@ def evaluate(
     stages.evaluate(_load(config, overrides), stage, _console(quiet))
 
 
-@app.command(epilog="Example: tlcli run configs/quickstart.yaml --resume")
-@handle_errors
-def run(
-    config: Path = CONFIG,
-    overrides: list[str] = SET,
-    resume: bool = RESUME,
-    overwrite: bool = OVERWRITE,
-    quiet: bool = QUIET,
-) -> None:
-    """Every stage the config defines, in order, then evaluate; finished stages skip on --resume."""
-    from tlcli import stages
-
-    mode = _mode(resume, overwrite)
-    stages.run_all(_load(config, overrides), mode, _console(quiet))
+_add_training_command(
+    "run",
+    "run_all",
+    "Every stage the config defines, in order, then evaluate; finished stages skip on --resume.",
+    "tlcli run configs/quickstart.yaml --resume",
+)
 
 
 @app.command(name="config", epilog="Example: tlcli config configs/quickstart.yaml --set seed=1")

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from tlcli.bases import BASES, base_names
+from tlcli.config_errors import StrictLoader, at, describe, key_lines, yaml_mark, yaml_problem
 from tlcli.errors import ConfigError
 
 SPECIAL_WEIGHTS = ("imagenet", "none", "pretrain")
@@ -44,11 +45,6 @@ class Section(BaseModel):
     """A config section: unknown keys are errors, defaults are validated too."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-def _at(key: str, message: str) -> ValueError:
-    """An error about `key` (relative to the section being validated), for cross-key checks."""
-    return ValueError(f"@{key}@{message}")
 
 
 def _none_if_off(value: Any) -> Any:
@@ -123,14 +119,14 @@ class DataConfig(Section):
     @model_validator(mode="after")
     def _splits(self) -> DataConfig:
         if self.val_dir is not None and self.val_split is not None:
-            raise _at("val_split", "give val_dir or val_split, not both")
+            raise at("val_split", "give val_dir or val_split, not both")
         if self.test_dir is not None and self.test_split is not None:
-            raise _at("test_split", "give test_dir or test_split, not both")
+            raise at("test_split", "give test_dir or test_split, not both")
         if self.val_dir is None and self.val_split is None:
             # A folder of images and nothing else still gets a validation set.
             self.val_split = 0.2
         if (self.val_split or 0) + (self.test_split or 0) >= 0.9:
-            raise _at(
+            raise at(
                 "val_split", "val_split + test_split leave less than 10% of train_dir to train on"
             )
         return self
@@ -225,9 +221,9 @@ class OptimizerConfig(Section):
     @model_validator(mode="after")
     def _applies(self) -> OptimizerConfig:
         if self.momentum is not None and self.name not in ("sgd", "rmsprop"):
-            raise _at("momentum", f"applies to sgd and rmsprop, not {self.name}")
+            raise at("momentum", f"applies to sgd and rmsprop, not {self.name}")
         if self.nesterov is not None and self.name != "sgd":
-            raise _at("nesterov", f"applies to sgd only, not {self.name}")
+            raise at("nesterov", f"applies to sgd only, not {self.name}")
         return self
 
 
@@ -252,7 +248,7 @@ class ScheduleConfig(Section):
     @model_validator(mode="after")
     def _warmup_cosine_only(self) -> ScheduleConfig:
         if self.warmup_steps and self.name != "cosine":
-            raise _at("warmup_steps", f"applies to the cosine schedule, not {self.name}")
+            raise at("warmup_steps", f"applies to the cosine schedule, not {self.name}")
         return self
 
 
@@ -359,7 +355,7 @@ class UnfreezeConfig(FrozenCache, TrainStage):
     def _one_selector(self) -> UnfreezeConfig:
         chosen = [k for k in ("layers", "from_layer", "from_block") if getattr(self, k) is not None]
         if len(chosen) > 1:
-            raise _at(
+            raise at(
                 chosen[1], f"give one of layers, from_layer, from_block (got {', '.join(chosen)})"
             )
         if not chosen:
@@ -426,30 +422,30 @@ class Config(Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         if self.pretrain is not None and self.pretrain.weights == "pretrain":
-            raise _at("pretrain.weights", "cannot be 'pretrain' (it is what pretrain makes)")
+            raise at("pretrain.weights", "cannot be 'pretrain' (it is what pretrain makes)")
         if self.pretrain is not None and self.pretrain.head is None:
             head = self.model.head
             self.pretrain.head = head if isinstance(head, HeadConfig) else HeadConfig(dense=[256])
         if self.model.weights == "pretrain" and self.pretrain is None:
-            raise _at("model.weights", "is 'pretrain' but the config has no pretrain section")
+            raise at("model.weights", "is 'pretrain' but the config has no pretrain section")
         if self.model.head == "pretrain":
             if self.pretrain is None:
-                raise _at("model.head", "is 'pretrain' but the config has no pretrain section")
+                raise at("model.head", "is 'pretrain' but the config has no pretrain section")
             if not self.pretrain.head.dense:
-                raise _at(
+                raise at(
                     "model.head",
                     "is 'pretrain' (reuse its hidden layers) but pretrain.head.dense is empty: "
                     "give the pretrain head hidden layers, e.g. dense: [256]",
                 )
         if self.evaluate.split == "test" and not (self.data.test_dir or self.data.test_split):
-            raise _at("evaluate.split", "is 'test' but data has no test_dir or test_split")
+            raise at("evaluate.split", "is 'test' but data has no test_dir or test_split")
         for stage in STAGES:
             section = getattr(self, stage)
             stopping = section and section.early_stopping
             if stopping and stopping.monitor.startswith("val_"):
                 data = self.stage_data(stage)
                 if data.val_dir is None and not data.val_split:
-                    raise _at(
+                    raise at(
                         f"{stage}.early_stopping.monitor",
                         f"'{stopping.monitor}' needs validation data, and this stage has none",
                     )
@@ -459,7 +455,7 @@ class Config(Section):
             sizes["pretrain.data.image_size"] = self.pretrain.data.image_size
         for key, size in sizes.items():
             if size and min(size) < spec.min_size:
-                raise _at(
+                raise at(
                     key,
                     f"{list(size)} is too small for {spec.name}: "
                     f"at least {spec.min_size}x{spec.min_size}",
@@ -518,11 +514,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: config file not found")
     text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.load(text, Loader=_StrictLoader) or {}
+        raw = yaml.load(text, Loader=StrictLoader) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"{path}{_yaml_mark(exc)}: not valid YAML: {_yaml_problem(exc)}"
-        ) from None
+        raise ConfigError(f"{path}{yaml_mark(exc)}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     raw.setdefault("name", path.stem)
@@ -530,9 +524,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        lines = _key_lines(text)
+        lines = key_lines(text)
         raise ConfigError(
-            "\n".join(_describe(err, path, lines, overridden) for err in exc.errors())
+            "\n".join(describe(err, Config, path, lines, overridden) for err in exc.errors())
         ) from None
     config = _absolute_paths(config)
     config._source = str(path)
@@ -643,121 +637,3 @@ def _absolute_paths(config: Config) -> Config:
     if config.model.weights not in SPECIAL_WEIGHTS:
         config.model.weights = str(Path(config.model.weights).expanduser().absolute())
     return config
-
-
-# --------------------------------------------------------------------------- error messages
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: PyYAML would silently keep the last one."""
-
-
-def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
-)
-
-
-def _yaml_mark(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    return f":{mark.line + 1}" if mark is not None else ""
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    return getattr(exc, "problem", None) or str(exc).splitlines()[0]
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """Map each dotted key of a YAML text to its line number, for error messages."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-                lines[key] = key_node.start_mark.line + 1
-                walk(value_node, key)
-
-    if root is not None:
-        walk(root, "")
-    return lines
-
-
-def _describe(err: dict, path: Path, lines: dict[str, int], overridden: dict[str, str]) -> str:
-    """One line per validation error: file[:line][ (--set ...)]: key: what is wrong."""
-    loc = [str(part) for part in err["loc"] if not str(part).startswith("~")]
-    message = _message(err, loc)
-    if message.startswith("@"):
-        relative, _, message = message[1:].partition("@")
-        loc += relative.split(".")
-    key = ".".join(loc)
-    line = next((lines[k] for k in _prefixes(key) if k in lines), None)
-    where = f"{path}:{line}" if line and key not in overridden else str(path)
-    setting = next((overridden[k] for k in _prefixes(key) if k in overridden), None)
-    if setting:
-        where += f" (--set {setting})"
-    return f"{where}: {key or '(top level)'}: {message}"
-
-
-def _prefixes(key: str) -> list[str]:
-    parts = key.split(".")
-    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
-
-
-def _message(err: dict, loc: list[str]) -> str:
-    kind, given = err["type"], err.get("input")
-    if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1])
-        hint = difflib.get_close_matches(loc[-1], known, n=1)
-        did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
-        return f"unknown key{did_you_mean} (known here: {', '.join(known)})"
-    if kind == "missing":
-        return "required key is missing"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping of keys, got {_short(given)}"
-    message = err["msg"].removeprefix("Value error, ")
-    if kind in ("value_error", "assertion_error"):
-        return message
-    return f"{message[:1].lower()}{message[1:]} (got {_short(given)})"
-
-
-def _known_keys(loc: list[str]) -> list[str]:
-    """The keys allowed in the section at `loc`, walking the schema."""
-    model: Any = Config
-    for part in loc:
-        field = model.model_fields.get(part) if isinstance(model, type) else None
-        if field is None:
-            return []
-        model = _section_type(field.annotation)
-    return list(model.model_fields) if isinstance(model, type) else []
-
-
-def _section_type(annotation: Any) -> Any:
-    """The Section class inside an annotation such as `X | None` or the Head union."""
-    if isinstance(annotation, type) and issubclass(annotation, Section):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) + getattr(annotation, "__metadata__", ()):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -52,6 +52,7 @@ class StageData:
     splits: dict[str, DecodedSplit]
     report: dict
     seconds: float = 0.0  # finding, decoding (or loading from cache) and checking
+    started_at: float = 0.0  # time.time() when the stage began its work (set by the stage)
 
     @property
     def num_classes(self) -> int:

@@ -3,7 +3,8 @@
 Raise them where a problem is found, with a message the user can act on; `cli.py` is the
 only place that turns them into exit codes:
 
->>> raise ConfigError("configs/x.yaml: finetune.epochs: must be at least 1")
+>>> ConfigError("configs/x.yaml: finetune.epochs: must be at least 1").exit_code
+2
 """
 
 from __future__ import annotations

@@ -172,14 +172,19 @@ def evaluate(cfg: Config, stage: str | None = None, console: Console | None = No
 
     import keras
 
-    from tlcli.pipeline import make_dataset
+    from tlcli.pipeline import inputs_only, make_dataset
     from tlcli.report import classification_metrics, metrics_rows, plot_confusion
 
     model = keras.models.load_model(run.model_path(stage), compile=False)
     dataset = make_dataset(split, data.num_classes, cfg.data.batch_size)
-    probabilities = model.predict(dataset.map(lambda images, labels: images), verbose=0)
+    probabilities = model.predict(inputs_only(dataset), verbose=0)
     metrics = classification_metrics(split.labels, probabilities.argmax(axis=1), data.classes)
-    metrics.update(stage=stage, split=split_name, model=str(run.model_path(stage)))
+    metrics.update(
+        stage=stage,
+        split=split_name,
+        model=str(run.model_path(stage)),
+        seconds=round(time.time() - data.started_at, 2),
+    )
     if is_chief():
         write_json(run.stage_dir(stage) / "metrics.json", metrics)
         plot_confusion(
@@ -250,6 +255,7 @@ def _prepare(cfg, run, data_cfg, image_size, report_dir, console, write_run_file
     """Start TensorFlow, seed it, write the run's own files, and load the stage's data."""
     from tlcli.data import load_stage_data
 
+    started_at = time.time()
     import_tensorflow()
     start_distribution(cfg.run)  # first: a multi-worker strategy must precede other TF work
     set_seed(cfg.seed)
@@ -260,6 +266,7 @@ def _prepare(cfg, run, data_cfg, image_size, report_dir, console, write_run_file
         data = load_stage_data(
             data_cfg, tuple(image_size), cfg.seed, write_path(run.cache_dir), report_dir, progress
         )
+    data.started_at = started_at
     report = data.report
     if report["skipped"] or report["converted"]:
         console.warn(
@@ -363,6 +370,8 @@ def _train_and_save(
                     "cache_seconds": cache_summary.get("seconds", 0.0),
                     "fit_seconds": round(outcome.seconds, 2),
                     "first_batch_at": outcome.first_batch_at,
+                    "stage_started_at": data.started_at,
+                    "stage_finished_at": time.time(),
                 },
                 "cache": cache_summary,
                 "runtime": runtime,

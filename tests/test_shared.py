@@ -1,0 +1,81 @@
+"""Real ImageNet weights and real photographs, from ../shared/ when it is there (else skipped)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from conftest import SHARED, config_dict, run_subprocess
+
+from tlcli.model import find_base
+
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+HYMENOPTERA = SHARED / "datasets" / "hymenoptera"
+
+needs_weights = pytest.mark.skipif(not WEIGHTS.is_file(), reason="../shared/weights not present")
+needs_photos = pytest.mark.skipif(
+    not (HYMENOPTERA / "train").is_dir(), reason="../shared/datasets/hymenoptera not present"
+)
+
+
+@needs_weights
+def test_imagenet_weights_come_from_a_local_keras_home_without_network(
+    image_folder, write_config, tmp_path
+):
+    keras_home = tmp_path / "keras_home"
+    (keras_home / "models").mkdir(parents=True)
+    shutil.copy(WEIGHTS, keras_home / "models" / WEIGHTS.name)
+    config = config_dict(
+        image_folder,
+        data={"image_size": [224, 224], "test_dir": None},
+        model={"base": "mobilenet_v2", "weights": "imagenet"},
+        finetune={"epochs": 1},
+    )
+    env = {
+        "KERAS_HOME": str(keras_home),
+        # any download attempt would fail fast: the proxy is a closed local port
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
+    done = run_subprocess("finetune", write_config(config), "-q", env=env)
+    assert done.returncode == 0, done.stderr
+    model = keras.models.load_model(image_folder.parent / "runs" / "t" / "finetune" / "model.keras")
+    reference = keras.applications.MobileNetV2(
+        include_top=False, weights=str(WEIGHTS), input_shape=(224, 224, 3)
+    )
+    for loaded, expected in zip(
+        find_base(model).get_weights(), reference.get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(loaded, expected)
+
+
+@needs_weights
+@needs_photos
+def test_real_weights_beat_random_weights_on_real_photos(tmp_path, write_config, cli):
+    """Ants vs bees: a short frozen finetune on ImageNet features against random features."""
+    accuracies = {}
+    for weights in (str(WEIGHTS), "none"):
+        name = "imagenet" if weights != "none" else "random"
+        config = {
+            "name": name,
+            "output_dir": str(tmp_path / "runs"),
+            "data": {
+                "train_dir": str(HYMENOPTERA / "train"),
+                "test_dir": str(HYMENOPTERA / "val"),
+                "image_size": [160, 160],
+            },
+            "model": {"base": "mobilenet_v2", "weights": weights},
+            "finetune": {"epochs": 5},
+        }
+        result = cli("run", write_config(config, f"{name}.yaml"), "-q")
+        assert result.exit_code == 0, result.output
+        metrics = tmp_path / "runs" / name / "finetune" / "metrics.json"
+        accuracies[name] = json.loads(metrics.read_text())["accuracy"]
+    assert accuracies["imagenet"] >= 0.8, accuracies
+    assert accuracies["imagenet"] - accuracies["random"] >= 0.2, accuracies
+    report = json.loads((tmp_path / "runs" / "imagenet" / "data_report.json").read_text())
+    odd = {entry["path"].rsplit("/", 1)[-1] for entry in report["converted"] + report["skipped"]}
+    assert "imageNotFound.gif" in odd  # the placeholder GIF among the photos is reported
