@@ -233,7 +233,7 @@ def read_tf_config(text: str | None) -> tuple[dict[str, list[str]], tuple[str, i
     if not text or not text.strip():
         raise ConfigError(
             "run.distribution is multi_worker, but TF_CONFIG is not set; set it on every "
-            f"worker, e.g. {TF_CONFIG_EXAMPLE} (index 1 on the second), see docs/scaling.md"
+            f"worker, e.g. {TF_CONFIG_EXAMPLE} (index 1 on the second); see README, Scaling out"
         )
     try:
         parsed = json.loads(text)

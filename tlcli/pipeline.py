@@ -72,7 +72,9 @@ def make_dataset(
                 images = layer(images, training=True)
             return images, onehot
 
-        dataset = dataset.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        # One call at a time: the layers draw from seeded generators whose state would advance
+        # in whatever order parallel calls happen to run, and runs would not repeat.
+        dataset = dataset.map(augment_batch)
     if class_weights is not None:
         weights = tf.constant(class_weights, tf.float32)
         dataset = dataset.map(
