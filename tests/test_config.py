@@ -113,6 +113,18 @@ def test_set_overrides_and_is_named_in_errors(image_folder, write_config, cli):
     assert "expected KEY=VALUE" in _error_line(malformed)
 
 
+def test_bare_on_and_off_mean_the_cache_modes(image_folder, write_config, tmp_path):
+    # PyYAML reads a bare `on` / `off` as a boolean, in a file and in --set alike.
+    config = config_dict(image_folder, finetune=None)
+    path = tmp_path / "onoff.yaml"
+    text = yaml.safe_dump(config) + "finetune:\n  cache: on\nunfreeze:\n  cache: off\n"
+    path.write_text(text)
+    cfg = load_config(path)
+    assert (cfg.finetune.cache, cfg.unfreeze.cache) == ("on", "off")
+    cfg = load_config(path, ["finetune.cache=off", "unfreeze.cache=on"])
+    assert (cfg.finetune.cache, cfg.unfreeze.cache) == ("off", "on")
+
+
 def test_defaults_fill_a_minimal_config(image_folder, write_config):
     path = write_config(
         {"data": {"train_dir": str(image_folder / "train")}, "model": {"base": "resnet50"}}

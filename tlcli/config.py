@@ -320,6 +320,14 @@ class FrozenCache(Section):
         None, description="augmented views of each training image to cache"
     )
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads a bare `on` / `off` as a boolean.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
 
 class FinetuneConfig(FrozenCache, TrainStage):
     """Frozen base, new head trains."""
