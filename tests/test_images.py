@@ -65,3 +65,16 @@ def test_list_files_skips_hidden_and_system_files(tmp_path):
         "a.jpg",
         "sub/b.png",
     ]
+
+
+@pytest.mark.parametrize(("source", "target"), [((97, 131), (32, 48)), ((20, 15), (64, 40))])
+def test_resize_matches_tf_image_resize(tmp_path, source, target):
+    # Down and up: the decoder resizes as Keras' loaders do (bilinear, no antialiasing).
+    import tensorflow as tf
+
+    pixels = np.random.default_rng(0).integers(0, 256, (*source, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    decoded = decode_image(tmp_path / "x.png", target).pixels
+    expected = tf.image.resize(pixels, target, method="bilinear", antialias=False).numpy()
+    difference = np.abs(decoded.astype(np.float32) - expected)
+    assert difference.max() <= 0.5 + 1e-3  # rounding to uint8 only

@@ -8,6 +8,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import config_dict, make_image_folder, run_subprocess
 from odd_images import ODD_FILES, write_odd_files
 from PIL import Image
@@ -65,8 +66,10 @@ def test_saved_model_takes_raw_pixels_and_matches_the_reported_accuracy(
     images, truth = [], []
     for index, label in enumerate(labels):
         for path in sorted((image_folder / "test" / label).iterdir()):
-            pixels = Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
-            images.append(np.asarray(pixels, dtype=np.float32))
+            # Decoded as Keras' own loaders do, independently of tlcli's decoder.
+            pixels = np.asarray(Image.open(path).convert("RGB"))
+            resized = tf.image.resize(pixels, (32, 32), method="bilinear").numpy()
+            images.append(np.rint(resized))  # tlcli keeps decoded images as uint8
             truth.append(index)
     probabilities = model.predict(np.stack(images), verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)

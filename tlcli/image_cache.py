@@ -28,7 +28,7 @@ from tlcli.images import decode_image
 from tlcli.rundir import atomic_path, write_json
 
 # Bump when decode_image changes what it produces, so old caches are rebuilt.
-DECODER_VERSION = 1
+DECODER_VERSION = 2
 
 
 @dataclass
