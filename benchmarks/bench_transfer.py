@@ -56,9 +56,9 @@ then 1e-5), head (average pooling, dropout 0.2, softmax), the layers unfrozen (B
 frozen), augmentation (horizontal flip and zoom), seed; warm-up and compilation stay inside the
 times of both. What differs, by design of each tool:
 
-- decoding: tlcli decodes with Pillow (JPEG draft mode, BILINEAR resize with antialiasing) into
-  a uint8 array on disk; Keras with tf.image and tf.image.resize (bilinear, no antialiasing),
-  caching float32 tensors in memory. Accuracies can differ slightly.
+- decoding: tlcli decodes with Pillow (JPEG draft mode) and resizes as tf.image.resize does
+  (bilinear, no antialiasing) into a uint8 array on disk; Keras with tf.image and
+  tf.image.resize, caching float32 tensors in memory. Accuracies can differ slightly.
 - tlcli's frozen stages train on cached outputs of the frozen bottom: exact without
   augmentation; with --augment, --views augmented views of each training image are cached,
   while plain Keras augments inside the model at every step.

@@ -88,8 +88,7 @@ def test_saved_model_scores_what_the_head_scored(image_folder, write_config, cli
     config = config_dict(
         image_folder,
         data={"test_dir": None},
-        # random ResNet50 features (BatchNorm keeps them well scaled) are learnable in 3 epochs
-        model={"base": "resnet50", "weights": "none", "head": {"dense": []}},
+        model={"base": "vgg16", "weights": "none", "head": {"dense": []}},
         finetune={"epochs": 3, "cache": "on", "optimizer": {"learning_rate": 0.01}},
         evaluate={"split": "val"},
     )
@@ -98,7 +97,10 @@ def test_saved_model_scores_what_the_head_scored(image_folder, write_config, cli
     state = json.loads((run / "finetune" / "stage.json").read_text())
     metrics = json.loads((run / "finetune" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(state["final"]["val_accuracy"], abs=1e-4)
-    assert metrics["accuracy"] > 0.5, "the check means little at chance level"
+    # A head that answers one class everywhere would match trivially: the check needs a model
+    # whose predictions vary.
+    predicted_per_class = np.asarray(metrics["confusion_matrix"]).sum(axis=0)
+    assert (predicted_per_class > 0).sum() >= 2, metrics["confusion_matrix"]
 
 
 def _bottom(base, size, seed=0):
