@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from tlcli.errors import ConfigError, RunError
-from tlcli.rundir import RunDir
+from tlcli.rundir import STAGES, RunDir
 from tlcli.runtime import import_tensorflow, quiet_stderr
 
-STAGES = ("pretrain", "finetune", "unfreeze")
 # What an export or stage folder may hold, in the order they are looked for.
 MODEL_NAMES = ("model.keras", "saved_model", "model.tflite")
 LABELS_FILE = "labels.txt"
@@ -65,12 +64,7 @@ def find_model(target: Path, stage: str | None = None) -> Path:
         raise ConfigError(f"{target}: no such file or directory")
     run = RunDir(target)
     if target.is_dir() and run.started_stages():
-        from tlcli.stages import latest_trained_stage
-
-        stage = stage or latest_trained_stage(run)
-        if not run.is_finished(stage):
-            raise ConfigError(f"{target}: no finished {stage} stage in this run")
-        return run.model_path(stage)
+        return run.model_path(run.trained_stage(stage))
     if stage is not None:
         raise ConfigError(f"--stage needs a run directory; {target} is not one")
     if target.is_file():
@@ -154,14 +148,19 @@ def tflite_interpreter(path: Path):
 # ---------------------------------------------------------------------------------- formats
 
 
-def _load_keras(path: Path) -> tuple[tuple[int, int], int, Predict]:
+def load_keras_model(path: Path):
+    """keras.models.load_model for inference; a file Keras cannot read is a RunError."""
     import_tensorflow()
     import keras
 
     try:
-        model = keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False)
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot load the model: {exc}") from None
+
+
+def _load_keras(path: Path) -> tuple[tuple[int, int], int, Predict]:
+    model = load_keras_model(path)
     return _image_size(path, model.input_shape), int(model.output_shape[-1]), _keras_predict(model)
 
 

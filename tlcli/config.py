@@ -36,9 +36,9 @@ from pydantic import (
 from tlcli.bases import BASES, base_names
 from tlcli.config_errors import StrictLoader, at, describe, key_lines, yaml_mark, yaml_problem
 from tlcli.errors import ConfigError
+from tlcli.rundir import STAGES
 
 SPECIAL_WEIGHTS = ("imagenet", "none", "pretrain")
-STAGES = ("pretrain", "finetune", "unfreeze")
 
 
 class Section(BaseModel):

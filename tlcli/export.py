@@ -22,7 +22,7 @@ stage's model.keras on the run's images (`tlcli.export_check`); beyond the toler
 quantize mode it is a RunError and nothing is left behind.
 
 >>> result = export_stage(Path("runs/demo"), "tflite", quantize="int8")  # doctest: +SKIP
->>> result.artefact, result.check.passed  # doctest: +SKIP
+>>> result.artefact, result.passed  # doctest: +SKIP
 (PosixPath('runs/demo/export/unfreeze-tflite-int8/model.tflite'), True)
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 from rich.markup import escape
 
 from tlcli import __version__
-from tlcli.classifier import Classifier, keras_classifier, load_classifier
+from tlcli.classifier import Classifier, keras_classifier, load_classifier, load_keras_model
 from tlcli.console import Console
 from tlcli.errors import ConfigError, RunError
 from tlcli.export_check import (
@@ -52,8 +52,8 @@ from tlcli.export_check import (
     compare,
     non_integer_layers,
 )
-from tlcli.rundir import RunDir, atomic_dir, write_json
-from tlcli.runtime import import_tensorflow
+from tlcli.rundir import STAGES, RunDir, atomic_dir, write_json
+from tlcli.runtime import import_tensorflow, quiet_stderr
 
 FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZE_MODES = ("none", "dynamic", "float16", "int8")
@@ -105,10 +105,7 @@ def export_stage(
             f"{folder} already exists; use --overwrite to replace it, or --output elsewhere"
         )
     source = run.model_path(stage)
-    import_tensorflow()
-    import keras
-
-    model = keras.models.load_model(source, compile=False)
+    model = load_keras_model(source)
     reference = keras_classifier(model, source)
     if reference.labels_file is None:
         raise RunError(f"{source.parent / 'labels.txt'} is missing: the export needs class names")
@@ -194,8 +191,6 @@ def _write_tflite(job: _Job) -> None:
     import keras
     from tensorflow.lite.python.convert_phase import ConverterError
 
-    from tlcli.runtime import quiet_stderr
-
     model = job.model
     with tempfile.TemporaryDirectory(dir=job.folder) as saved_model:
         archive = _export_archive(keras)
@@ -249,17 +244,12 @@ def _check_request(
         raise ConfigError(f"--quantize {quantize}: expected one of {', '.join(QUANTIZE_MODES)}")
     if quantize != "none" and export_format != "tflite":
         raise ConfigError(f"--quantize {quantize} applies to --format tflite only")
-    if stage not in (None, "pretrain", "finetune", "unfreeze"):
-        raise ConfigError(f"--stage {stage}: expected pretrain, finetune or unfreeze")
+    if stage is not None and stage not in STAGES:
+        raise ConfigError(f"--stage {stage}: expected one of {', '.join(STAGES)}")
     run = RunDir(run_dir)
     if not run.path.is_dir() or not run.started_stages():
         raise ConfigError(f"{run_dir}: not a run directory (no trained stage in it)")
-    from tlcli.stages import latest_trained_stage
-
-    stage = stage or latest_trained_stage(run)
-    if not run.is_finished(stage):
-        raise ConfigError(f"{run_dir}: no finished {stage} stage to export")
-    return run, stage
+    return run, run.trained_stage(stage)
 
 
 def _check_export(

@@ -43,6 +43,7 @@ DOWNSTREAM = {
     "finetune": ("unfreeze",),
     "unfreeze": (),
 }
+STAGES = tuple(DOWNSTREAM)  # in the order they run
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -139,10 +140,25 @@ class RunDir:
         )
 
     def finished_stages(self) -> list[str]:
-        return [s for s in DOWNSTREAM if self.is_finished(s)]
+        return [s for s in STAGES if self.is_finished(s)]
 
     def started_stages(self) -> list[str]:
-        return [s for s in DOWNSTREAM if self.stage_state(s) is not None]
+        return [s for s in STAGES if self.stage_state(s) is not None]
+
+    def trained_stage(self, stage: str | None = None) -> str:
+        """`stage` if it finished; by default the latest trained: unfreeze, else finetune."""
+        if stage is None:
+            for candidate in ("unfreeze", "finetune"):
+                if self.is_finished(candidate):
+                    return candidate
+            raise ConfigError(
+                f"{self.path}: no finished finetune or unfreeze stage; run `tlcli finetune` first"
+            )
+        if stage not in STAGES:
+            raise ConfigError(f"--stage {stage}: expected one of {', '.join(STAGES)}")
+        if not self.is_finished(stage):
+            raise ConfigError(f"{self.path}: no finished {stage} stage in this run; train it first")
+        return stage
 
     def check_stage(self, stage: str, mode: Mode, fingerprint: dict[str, Any]) -> bool:
         """May `stage` run here? False when it is already finished and `mode` is resume.
