@@ -27,7 +27,6 @@ from tlcli.bases import BASES, BaseSpec
 from tlcli.config import HeadConfig, TrainStage, UnfreezeConfig
 from tlcli.errors import ConfigError
 from tlcli.optimizers import make_optimizer
-from tlcli.precision import follow_policy
 
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -200,9 +199,7 @@ def block_start(names: list[str], block: str) -> int | None:
 def compile_for_stage(
     model: keras.Model, stage: TrainStage, steps_per_epoch: int, jit_compile: bool | str = "auto"
 ) -> None:
-    """A fresh optimizer, the loss (with label smoothing) and accuracy, under the current dtype
-    policy (a loaded model.keras brings the policy it was saved with; see precision.py)."""
-    follow_policy(model)
+    """A fresh optimizer, the loss (with label smoothing) and accuracy."""
     model.compile(
         optimizer=make_optimizer(stage.optimizer, stage.schedule, steps_per_epoch, stage.epochs),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=stage.label_smoothing),

@@ -112,8 +112,8 @@ def model_scope(run: RunConfig) -> Iterator[None]:
 
     The strategy is created on first use (stages create it earlier, in `_prepare`, because a
     multi-worker strategy must come before any other TensorFlow work); the dtype policy is
-    restored on exit. Models loaded from a file should go through `follow_policy` (model.py's
-    `compile_for_stage` does it).
+    restored on exit. A model loaded from a file to train on must go through `follow_policy`
+    (stages.unfreeze does it).
 
     >>> with model_scope(RunConfig(mixed_precision="bfloat16")):  # doctest: +SKIP
     ...     model = build_classifier(base, 3, HeadConfig(), "avg", "vgg16", base_training=False)

@@ -147,6 +147,8 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
         if cfg.unfreeze.train_bn:
             model = rebuild(model, base_training=None)
+        # A saved model brings the dtype policy it was trained under; this stage has its own.
+        follow_policy(model)
         trained = unfreeze_top(model, cfg.unfreeze, cfg.model.base)
     console.info(
         f"training {len(trained)} base layers with weights ({trained[0]} ... {trained[-1]})"
@@ -160,9 +162,7 @@ def evaluate(cfg: Config, stage: str | None = None, console: Console | None = No
     """Score a trained stage on `evaluate.split`; write metrics.json and confusion_matrix.png."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
-    stage = stage or latest_trained_stage(run)
-    if not run.is_finished(stage):
-        raise ConfigError(f"{run.path}: no finished {stage} stage to evaluate; train it first")
+    stage = run.trained_stage(stage)
     split_name = _evaluation_split(cfg)
     data = _prepare(cfg, run, cfg.data, cfg.image_size, run.path, console, write_run_files=False)
     _check_labels(run, stage, data.classes)
@@ -236,16 +236,6 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
         f"{cfg.name}: summary ({run.path})", ["stage", "val acc", "eval acc", "split"], summary
     )
     return results
-
-
-def latest_trained_stage(run: RunDir) -> str:
-    """unfreeze when it finished, else finetune."""
-    for stage in reversed(TARGET_STAGES):
-        if run.is_finished(stage):
-            return stage
-    raise ConfigError(
-        f"{run.path}: no finished finetune or unfreeze stage; run `tlcli finetune` first"
-    )
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -364,7 +354,6 @@ def _train_and_save(
                 "epochs": outcome.epochs_done,
                 "resumed_from_epoch": outcome.resumed_from,
                 "stopped_early": outcome.stopped_early,
-                "train_seconds": round(outcome.seconds, 1),
                 "timings": {
                     "data_seconds": round(data.seconds, 2),
                     "cache_seconds": cache_summary.get("seconds", 0.0),
@@ -398,7 +387,6 @@ def _use_frozen_cache(cfg, run, stage, model, data, data_cfg, stage_cfg, console
         console.info("feature cache off: multi-worker training")
         return model, data.splits, 1, augment, {"used": False, "reason": "multi-worker"}
     with model_scope(cfg.run):  # the split models train and predict under the run's strategy
-        follow_policy(model)  # the cached bottom too, not only the top compile_for_stage sees
         plan = plan_cache(stage, model, stage_cfg, data_cfg, data, run.cache_dir)
     console.info(plan.reason)
     if plan.split is None:
