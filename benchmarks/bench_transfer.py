@@ -87,21 +87,14 @@ from pathlib import Path
 import yaml
 from bench_report import STAGES, plain_summary, report, tlcli_summary
 
+from tlcli.bases import BASES  # no TensorFlow import: this process only launches the others
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO / "sample_data" / "target"
 SPLITS = ("train", "val", "test")
 # The top block of each base: what --unfreeze-from-block defaults to.
-TOP_BLOCKS = {
-    "vgg16": "block5",
-    "vgg19": "block5",
-    "resnet50": "conv5",
-    "resnet101": "conv5",
-    "resnet152": "conv5",
-    "mobilenet_v2": "block_16",
-    "efficientnet_b0": "block7",
-    "densenet121": "conv5",
-}
+TOP_BLOCKS = {name: spec.blocks[-1] for name, spec in BASES.items() if spec.blocks}
 
 
 class BenchError(Exception):
@@ -144,8 +137,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.weights = str(Path(args.weights).expanduser().resolve())
         if not Path(args.weights).is_file():
             parser.error(f"--weights: no such file: {args.weights}")
-    if min(args.epochs, args.unfreeze_epochs, args.repeat_data, args.image_size) < 1:
-        parser.error("--epochs, --unfreeze-epochs, --repeat-data, --image-size must be >= 1")
+    counts = [args.epochs, args.unfreeze_epochs, args.repeat_data, args.image_size]
+    if args.unfreeze_layers is not None:
+        counts.append(args.unfreeze_layers)
+    if min(counts) < 1:
+        parser.error(
+            "--epochs, --unfreeze-epochs, --repeat-data, --image-size, --unfreeze-layers "
+            "must be >= 1"
+        )
+    if args.views < 0:
+        parser.error("--views must be >= 0")
     if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
         parser.error(f"--workdir {args.workdir} is not empty (tlcli would refuse its old run)")
 
@@ -285,7 +286,7 @@ def run_plain(args: argparse.Namespace, data: Path, workdir: Path) -> tuple[Chil
     options = cli_options(
         epochs=args.epochs,
         unfreeze_epochs=args.unfreeze_epochs,
-        from_block=None if args.unfreeze_layers else args.unfreeze_from_block,
+        from_block=None if args.unfreeze_layers is not None else args.unfreeze_from_block,
         top_layers=args.unfreeze_layers,
         augment=args.augment,
         zoom=args.zoom,
@@ -315,7 +316,7 @@ def tlcli_config(args: argparse.Namespace, data: Path, run_root: Path) -> dict:
     has_test = "test" in present_splits(data)
     selector = (
         {"layers": args.unfreeze_layers}
-        if args.unfreeze_layers
+        if args.unfreeze_layers is not None
         else {"from_block": args.unfreeze_from_block}
     )
     views = {"cache_views": args.views} if args.augment and args.views else {}
@@ -428,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         note(f"failed: {exc}")
         note(f"kept {workdir} for inspection")
         return 1
+    if args.output:  # before the report: a failing report must not lose the measurements
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
     results["table"] = report(results)
     print(results["table"])
     if args.output:

@@ -105,8 +105,11 @@ def _doc(model: type[BaseModel]) -> str:
 def update_readme(readme: Path) -> bool:
     """Rewrite the generated block of README.md; returns whether it changed."""
     text = readme.read_text(encoding="utf-8")
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
+    head, found_begin, rest = text.partition(BEGIN)
+    _, found_end, tail = rest.partition(END)
+    if not (found_begin and found_end):
+        # Without both markers the rewrite would drop everything after BEGIN, or append.
+        raise ValueError(f"{readme}: the markers {BEGIN!r} and {END!r} must both be present")
     new = f"{head}{BEGIN}\n{render_reference()}{END}{tail}"
     if new != text:
         readme.write_text(new, encoding="utf-8")

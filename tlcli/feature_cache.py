@@ -62,7 +62,7 @@ def plan_cache(
 ) -> CachePlan:
     """Decide between cached and plain training for a finetune or unfreeze stage."""
     if stage_cfg.cache == "off":
-        return CachePlan(None, 1, "feature cache off (cache: off)")
+        return CachePlan(None, 1, f"feature cache off: {stage}.cache is off")
     augmented = data_cfg.augment.enabled
     views = 1
     if augmented:
