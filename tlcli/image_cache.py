@@ -80,7 +80,7 @@ def decode_folder(
                 if decoded.notes:
                     notes[position] = decoded.notes
 
-        # Pillow releases the GIL while decoding and resizing, so threads use every core.
+        # Pillow (decoding) and NumPy (resizing) release the GIL, so threads use every core.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             for _ in pool.map(decode_into, range(len(folder.files))):
                 if on_progress:

@@ -124,7 +124,7 @@ def iter_predictions(
     batches = [sources[start : start + batch_size] for start in range(0, len(sources), batch_size)]
     if not batches:
         return
-    # Pillow releases the GIL while decoding and resizing, so threads use every core.
+    # Pillow (decoding) and NumPy (resizing) release the GIL, so threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
 
         def submit(batch: list[ImageSource]) -> list[Future[DecodedImage]]:
