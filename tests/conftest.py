@@ -149,3 +149,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(app, ["run", str(config), "--quiet"])
     assert result.exit_code == 0, result.output
     return root.parent / "runs" / "t"
+
+
+def words(output: str) -> str:
+    """Command output as one line of words: wrapping and the box of a usage error removed."""
+    return " ".join(output.replace("│", " ").split())

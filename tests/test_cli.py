@@ -27,11 +27,22 @@ def test_every_command_help_shows_an_example(cli, command):
     assert "Example: tlcli" in result.output
 
 
-def test_top_level_help_and_version(cli):
+def test_top_level_help_lists_every_command_and_version(cli):
+    import typer
+
+    from tlcli.cli import app
+
+    registered = list(typer.main.get_command(app).commands)
+    assert registered == COMMANDS, "every command is registered, in this order"
     result = cli("--help")
     assert result.exit_code == 0
-    for command in COMMANDS:
-        assert command in result.output
+    # Each command is a row of the Commands panel: its name first, then its summary.
+    listed = [
+        line.strip("│ ").split()[0]
+        for line in result.output.split("Commands")[1].splitlines()
+        if line.startswith("│ ") and not line.startswith("│  ")
+    ]
+    assert listed == COMMANDS
     version = cli("--version")
     assert version.exit_code == 0 and version.output.startswith("tlcli ")
 
@@ -42,9 +53,12 @@ def test_resume_and_overwrite_exclude_each_other(image_folder, write_config, cli
     assert "exclude each other" in result.output
 
 
-def test_unknown_option_is_a_usage_error(cli, tmp_path):
-    result = cli("run", tmp_path / "c.yaml", "--bogus")
+def test_unknown_option_is_a_usage_error(image_folder, write_config, cli):
+    config = write_config(config_dict(image_folder))  # a valid config: only the option is wrong
+    result = cli("run", config, "--bogus")
     assert result.exit_code == 2
+    assert "No such option: --bogus" in result.output
+    assert not (image_folder.parent / "runs").exists(), "nothing ran"
 
 
 def test_preflight_finds_leaks_duplicates_and_bad_files(tmp_path, write_config, cli):

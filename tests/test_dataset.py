@@ -9,8 +9,8 @@ import pytest
 from conftest import make_image_folder
 
 from tlcli.config import DataConfig
-from tlcli.data import find_splits, load_stage_data
-from tlcli.dataset import carve_splits, scan_folder
+from tlcli.data.folders import carve_splits, scan_folder
+from tlcli.data.stage_data import find_splits, load_stage_data
 from tlcli.errors import DataError
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import config_dict, make_image_folder, run_subprocess
 
-from tlcli import distribute
 from tlcli.config import RunConfig
-from tlcli.distribute import is_chief_task, read_tf_config, start_distribution
 from tlcli.errors import ConfigError, RunError
+from tlcli.runtime import distribute
+from tlcli.runtime.distribute import is_chief_task, read_tf_config, start_distribution
 
 TIMEOUT = 240  # seconds for one subprocess; the tests take a fraction of it
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -62,7 +62,7 @@ main()
 # A stage interrupted after its first epoch (its backup saved), then resumed in the same process.
 INTERRUPT_THEN_RESUME = """
 import sys
-from tlcli import stages, training
+from tlcli.train import fitting as training, stages
 from tlcli.config import load_config
 from tlcli.console import Console
 

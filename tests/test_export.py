@@ -13,11 +13,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import words
 from typer.testing import CliRunner
 
 from tlcli.cli import app
-from tlcli.export_check import TOLERANCES, Tolerance, compare, non_integer_layers
-from tlcli.images import decode_image
+from tlcli.data.images import decode_image
+from tlcli.serve.parity import TOLERANCES, Tolerance, compare, non_integer_layers
 
 # name (also the default folder suffix) -> (--format, --quantize)
 EXPORTS = {
@@ -102,7 +103,7 @@ def test_each_export_passes_its_own_check(exports, trained_run, name):
     export_format, quantize = EXPORTS[name]
     folder = trained_run / "export" / f"finetune-{name}"
     artefact = folder / ARTEFACTS[export_format]
-    text = " ".join(result.output.split())
+    text = words(result.output)
     assert f"-> {artefact} (" in text and " MB); check passed" in text
     assert (folder / "labels.txt").read_text() == (trained_run / "labels.txt").read_text()
     metadata = json.loads((folder / "export.json").read_text())
@@ -200,16 +201,16 @@ def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "onnx"], "expected one of keras, savedmodel, tflite"),
-        (["--format", "keras", "--quantize", "int8"], "applies to --format tflite only"),
-        (["--format", "tflite", "--quantize", "int4"], "--quantize int4"),
+        (["--format", "onnx"], "'onnx' is not one of 'keras', 'savedmodel', 'tflite'"),
+        (["--format", "keras", "--quantize", "int8"], "applies to the tflite format only"),
+        (["--format", "tflite", "--quantize", "int4"], "'int4' is not one of"),
         (["--format", "keras", "--stage", "unfreeze"], "no finished unfreeze stage"),
     ],
 )
 def test_export_usage_errors(trained_run, cli, args, message):
     result = cli("export", trained_run, *args)
     assert result.exit_code == 2
-    assert message in " ".join(result.output.split())
+    assert message in words(result.output)
 
 
 def test_export_needs_a_run_directory(cli, tmp_path):

@@ -10,11 +10,12 @@ import pytest
 from conftest import config_dict
 
 from tlcli.config import DataConfig, HeadConfig
-from tlcli.data import load_stage_data
-from tlcli.feature_cache import cache_split_outputs
-from tlcli.model import build_classifier, freeze_base
-from tlcli.model_split import split_at_head
-from tlcli.weights import build_base_with_weights
+from tlcli.data.stage_data import load_stage_data
+from tlcli.model.freezing import freeze_base
+from tlcli.model.network import build_classifier
+from tlcli.model.split import split_at_head
+from tlcli.model.weights import build_base_with_weights
+from tlcli.train.feature_cache import cache_split_outputs
 
 
 def _test_images(image_folder, size=32):

@@ -7,7 +7,7 @@ import pytest
 from odd_images import ODD_FILES, write_odd_files
 from PIL import Image
 
-from tlcli.images import decode_image, list_files
+from tlcli.data.images import decode_image, list_files
 
 
 @pytest.fixture(scope="module")

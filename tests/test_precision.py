@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from conftest import config_dict
 
-from tlcli import stages
+from tlcli import train as stages
 from tlcli.config import HeadConfig, load_config
 from tlcli.console import Console
-from tlcli.model import build_classifier, find_base
-from tlcli.precision import dtype_policy, follow_policy, policy_name
-from tlcli.weights import build_base_with_weights
+from tlcli.model.network import FLOAT32_LAYERS, build_classifier, find_base
+from tlcli.model.weights import build_base_with_weights
+from tlcli.runtime.precision import dtype_policy, follow_policy, policy_name
 
 
 def _losses(history_csv) -> list[float]:
@@ -92,7 +92,7 @@ def test_follow_policy_keeps_preprocessing_and_softmax_in_float32():
     base = build_base_with_weights("resnet50", (32, 32), "none")
     model = build_classifier(base, 3, HeadConfig(dense=[8]), "avg", "resnet50", base_training=False)
     with dtype_policy("float16"):
-        follow_policy(model)
+        follow_policy(model, keep_float32=FLOAT32_LAYERS)
     assert keras.config.dtype_policy().name == "float32"
     assert model.dtype_policy.name == "mixed_float16"
     assert _policies(model) == {"mixed_float16"}

@@ -11,11 +11,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import words
 from PIL import Image
 
-from tlcli.classifier import Classifier
-from tlcli.images import decode_image
-from tlcli.predict import expand_images, iter_predictions, predict_images
+from tlcli.data.images import decode_image
+from tlcli.serve.predict import expand_images, iter_predictions, predict_images
+from tlcli.serve.predictor import Predictor
 
 LABELS = ["cross", "disc", "square"]
 
@@ -42,7 +43,7 @@ def test_folder_glob_and_corrupt_file_as_csv_and_json(trained_run, cli, broken, 
     output = tmp_path / "out" / "predictions.csv"
     result = cli("predict", trained_run, folder, pattern, broken, "--top-k", "2", "-o", output)
     assert result.exit_code == 0, result.output
-    assert "1 of 8 image(s) could not be read" in " ".join(result.output.split())
+    assert "1 of 8 image(s) could not be read" in words(result.output)
 
     rows = list(csv.DictReader(output.open()))
     assert list(rows[0]) == ["path", "rank", "label", "probability", "error"]
@@ -98,7 +99,7 @@ def test_run_dir_stage_dir_and_bare_model_agree(trained_run, cli, tmp_path):
         result = cli("predict", target, image, "--format", "json", *extra)
         assert result.exit_code == 0, f"{name}: {result.output}"
         outputs[name] = json.loads(result.stdout)[0]["predictions"]
-    assert "labels are class indices" in " ".join(result.output.split())
+    assert "labels are class indices" in words(result.output)
     assert (
         outputs["run"] == outputs["run --stage"] == outputs["stage dir"] == outputs["model.keras"]
     )
@@ -120,15 +121,15 @@ def test_table_on_the_terminal_and_usage_errors(trained_run, cli, broken, tmp_pa
         "not a run directory, stage folder or export": [tmp_path],
         "not a model file": [broken],
         "no such file": [tmp_path / "missing"],
-        "needs a run directory": [trained_run / "finetune", "--stage", "finetune"],
+        "in a run directory only": [trained_run / "finetune", "--stage", "finetune"],
         "no finished unfreeze": [trained_run, "--stage", "unfreeze"],
-        "--output needs --format csv or json": [trained_run, "-o", tmp_path / "p.txt"],
-        "expected one of table, csv, json": [trained_run, "--format", "xml"],
+        "an output file takes the csv or json format": [trained_run, "-o", tmp_path / "p.txt"],
+        "'xml' is not one of 'table', 'csv', 'json'": [trained_run, "--format", "xml"],
     }
     for message, args in usage.items():
         result = cli("predict", *args[:1], folder, *args[1:])
         assert result.exit_code == 2, message
-        assert message in " ".join(result.output.split()), result.output
+        assert message in words(result.output), result.output
     assert cli("predict", trained_run, folder, "--top-k", "0").exit_code == 2
     assert not (tmp_path / "p.txt").exists()
 
@@ -149,7 +150,7 @@ def test_images_stream_in_batches_in_order(tmp_path):
         brightness = pixels.mean(axis=(1, 2, 3)) / 255
         return np.stack([brightness, 1 - brightness], axis=1).astype(np.float32)
 
-    classifier = Classifier(tmp_path, "keras", (4, 4), ["bright", "dark"], None, predict)
+    classifier = Predictor(tmp_path, "keras", (4, 4), ["bright", "dark"], None, predict)
     sources = expand_images([str(tmp_path / "imgs"), str(tmp_path / "imgs" / "*.png")])
     assert [s.path for s in sources] == paths, "folder and glob give each file once, in order"
     progress: list[int] = []

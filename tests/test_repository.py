@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO, SHARED
 
 from tlcli.config import load_config
-from tlcli.config_reference import BEGIN, END, render_reference
+from tlcli.config.reference import BEGIN, END, render_reference
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, config_dict, run_subprocess
 
-from tlcli.model import find_base
+from tlcli.model.network import find_base
 
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 HYMENOPTERA = SHARED / "datasets" / "hymenoptera"

@@ -14,7 +14,7 @@ from odd_images import ODD_FILES, write_odd_files
 from PIL import Image
 
 from tlcli.config import load_config
-from tlcli.model import find_base
+from tlcli.model.network import find_base
 
 METRIC_KEYS = {
     "accuracy",
@@ -194,7 +194,7 @@ def test_unfreeze_trains_the_top_and_keeps_batchnorm_statistics(image_folder, wr
 
 
 def test_weights_from_a_local_file_and_a_file_that_does_not_fit(image_folder, write_config, cli):
-    from tlcli.weights import build_base_with_weights
+    from tlcli.model.weights import build_base_with_weights
 
     saved = build_base_with_weights("vgg16", (32, 32), "none")
     weights_file = image_folder.parent / "vgg16_base.weights.h5"
@@ -237,7 +237,7 @@ def test_imagenet_download_failure_says_what_to_do(image_folder, write_config, t
 
 
 def test_stages_are_plain_python_functions(image_folder, write_config):
-    from tlcli import stages
+    from tlcli import train as stages
     from tlcli.console import Console
 
     cfg = load_config(write_config(config_dict(image_folder, finetune={"epochs": 1})))

@@ -1,12 +1,24 @@
 """tlcli: transfer learning for image classifiers, driven by one YAML config.
 
+The packages, from the top down (each imports only those below it; `data` and `model` never
+import each other):
+
+    cli/        the command line: parses, loads the config, calls one function
+    serve/      a trained run in use: predict, export, parity checks
+    train/      the stages: pretrain, finetune, unfreeze, evaluate; fitting; the feature cache
+    data/  model/  runtime/
+                images to arrays; the network; TensorFlow, tf.distribute and precision
+    config/     the typed config: schema, loading, messages (no TensorFlow)
+    errors.py  console.py  files.py  rundir.py  bases.py
+                the root helpers every package may use
+
 Every stage is a plain function as well as a command::
 
     from tlcli.config import load_config
-    from tlcli import stages
+    from tlcli import train
 
     cfg = load_config("configs/quickstart.yaml")
-    stages.run_all(cfg)
+    train.run_all(cfg)
 """
 
 __version__ = "0.1.0"

@@ -1,28 +1,50 @@
 """What tlcli prints: stage banners, notices, progress bars and tables, all through one object.
 
 `--quiet` keeps banners, warnings and results and drops progress; progress bars appear only on
-a terminal, so CI logs get one line per epoch instead.
+a terminal, so CI logs get one line per epoch instead. Messages are plain text: a file name with
+brackets prints as it is. Only this module knows rich's markup and styles.
 
->>> console = Console(quiet=True)
->>> console.banner("finetune", "vgg16, 3 classes")  # doctest: +SKIP
+>>> import io
+>>> printed = io.StringIO()
+>>> console = Console(file=printed)
+>>> console.warn("2 file(s) skipped [see data_report.json]")
+>>> console.table("counts", ["class", "images"], [["disc", "12"], ["ring", "9"]])
+>>> print(printed.getvalue(), end="")
+warning: 2 file(s) skipped [see data_report.json]
+counts
+┏━━━━━━━┳━━━━━━━━┓
+┃ class ┃ images ┃
+┡━━━━━━━╇━━━━━━━━┩
+│ disc  │     12 │
+│ ring  │      9 │
+└───────┴────────┘
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import IO, Literal
 
 from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+Tone = Literal["plain", "good", "bad"]
+TONE_STYLES = {"plain": "", "good": "green", "bad": "yellow"}
 
 
 class Console:
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(
+        self, quiet: bool = False, *, file: IO[str] | None = None, width: int | None = None
+    ) -> None:
+        """`file` (tests, doctests) takes both streams; `width` fixes the line width."""
         self.quiet = quiet
         # soft_wrap: long paths stay on one line, whole, for copy-paste and grep
-        self.out = RichConsole(highlight=False, soft_wrap=True)
-        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        options = {"highlight": False, "soft_wrap": True, "width": width}
+        self.out = RichConsole(file=file, **options)
+        self.err = RichConsole(file=file, stderr=file is None, **options)
         self._warned: set[str] = set()
 
     @property
@@ -33,41 +55,42 @@ class Console:
         return 1 if self.out.is_terminal else 2
 
     def banner(self, title: str, details: str = "") -> None:
-        self.out.rule(f"[bold]{title}[/bold]", align="left")
+        self.out.rule(Text(title, style="bold"), align="left")
         if details:
-            self.out.print(details)
+            self.out.print(details, markup=False)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.out.print(message)
+            self.out.print(message, markup=False)
 
     def status(self, message: str) -> None:
         """Like `info`, on stderr: for commands whose stdout carries data (CSV, JSON)."""
         if not self.quiet:
-            self.err.print(message)
+            self.err.print(message, markup=False)
 
-    def result(self, message: str) -> None:
-        self.out.print(message)
+    def result(self, message: str, tone: Tone = "plain") -> None:
+        self.out.print(Text(message, style=TONE_STYLES[tone]))
 
     def warn(self, message: str) -> None:
         """Print a warning once: stages that reload the same data must not repeat it."""
         if message not in self._warned:
             self._warned.add(message)
-            self.err.print(f"[yellow]warning:[/yellow] {message}")
+            self.err.print(Text.assemble(("warning:", "yellow"), " ", message))
 
     def error(self, message: str) -> None:
-        self.err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+        self.err.print(Text.assemble(("error:", "red"), " ", message))
 
     def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
-        table = Table(title=title, title_justify="left")
+        """A table; a cell that starts with 'error:' is shown in the error colour."""
+        table = Table(title=Text(title), title_justify="left")
         for index, column in enumerate(columns):
             # The first column names the row (a class, a file path): fold it, never cut it.
             if index == 0:
-                table.add_column(column, justify="left", overflow="fold")
+                table.add_column(Text(column), justify="left", overflow="fold")
             else:
-                table.add_column(column, justify="right")
+                table.add_column(Text(column), justify="right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(_cell(cell) for cell in row))
         self.out.print(table)
 
     @contextlib.contextmanager
@@ -81,7 +104,7 @@ class Console:
             yield start_quietly
             return
         columns = (
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -93,3 +116,9 @@ class Console:
                 return lambda n: bars.advance(task, n)
 
             yield start
+
+
+def _cell(text: str) -> Text:
+    if text.startswith("error:"):
+        return Text.assemble(("error:", "red"), text[len("error:") :])
+    return Text(text)

@@ -1,4 +1,4 @@
-"""The run directory: its layout, atomic writes, and the rules that keep runs from clobbering.
+"""The run directory: its layout, the stages it holds, and the rules that keep runs apart.
 
 Layout of `<output_dir>/<name>/`::
 
@@ -14,26 +14,27 @@ Layout of `<output_dir>/<name>/`::
 A stage may start when it never started (no stage.json); a stage that did is only touched with
 `resume` (continue it) or `overwrite` (delete it and the stages built on it).
 
->>> run = RunDir(Path("runs/demo"))  # doctest: +SKIP
->>> run.check_stage("finetune", mode="new", fingerprint={})  # doctest: +SKIP
+>>> import tempfile
+>>> run = RunDir(Path(tempfile.mkdtemp()) / "demo")
+>>> run.check_stage("finetune", mode="new", fingerprint={})
 True
+>>> run.start_stage("finetune", {"seed": 1})
+>>> run.check_stage("finetune", mode="new", fingerprint={"seed": 1})
+Traceback (most recent call last):
+...
+tlcli.errors.ConfigError: .../demo/finetune: finetune was interrupted; use mode='resume' to ...
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import secrets
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tlcli.errors import ConfigError
+from tlcli.errors import ConfigError, Remedy
+from tlcli.files import read_json, write_json
 
 Mode = Literal["new", "resume", "overwrite"]
 
@@ -44,69 +45,25 @@ DOWNSTREAM = {
     "unfreeze": (),
 }
 STAGES = tuple(DOWNSTREAM)  # in the order they run
+TARGET_STAGES = ("finetune", "unfreeze")  # trained on the target task: evaluated, predicted with
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.txt"
 
 
-# ----------------------------------------------------------------------------- atomic writes
+def check_stage_name(stage: str, allowed: tuple[str, ...] = STAGES) -> str:
+    """`stage` if it is one of `allowed`; a ConfigError naming them otherwise.
 
-
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; move it into place only if the block succeeds.
-
-    The temporary name keeps every suffix (`.weights.h5`), because Keras picks the file format
-    from it.
+    >>> check_stage_name("finetune")
+    'finetune'
+    >>> check_stage_name("pretrain", TARGET_STAGES)
+    Traceback (most recent call last):
+    ...
+    tlcli.errors.ConfigError: stage 'pretrain': expected finetune or unfreeze
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stem, dot, suffix = target.name.partition(".")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.tmp", suffix=f"{dot}{suffix}")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a new empty folder beside `target`; it replaces `target` only if the block succeeds.
-
-    A folder cannot be swapped in one step, so an existing `target` (the caller decides whether
-    it may be replaced) is first renamed aside and deleted once the new one is in place.
-
-    >>> with atomic_dir(Path("runs/demo/export/finetune-keras")) as tmp:  # doctest: +SKIP
-    ...     (tmp / "labels.txt").write_text("cat\\ndog\\n")
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir, unlike tempfile.mkdtemp (mode 0700), gives the folder the user's usual permissions.
-    tmp_path = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
-    tmp_path.mkdir()
-    try:
-        yield tmp_path
-        old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp_path, target)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp_path.exists():
-            shutil.rmtree(tmp_path)
-
-
-def write_text(target: Path, text: str) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(target: Path, data: Any) -> None:
-    write_text(target, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    if stage not in allowed:
+        names = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+        raise ConfigError(f"stage '{stage}': expected {names}")
+    return stage
 
 
 # -------------------------------------------------------------------------------- run folder
@@ -122,7 +79,7 @@ class RunDir:
         return self.path / stage
 
     def model_path(self, stage: str) -> Path:
-        return self.stage_dir(stage) / "model.keras"
+        return self.stage_dir(stage) / MODEL_FILE
 
     @property
     def cache_dir(self) -> Path:
@@ -139,25 +96,25 @@ class RunDir:
             bool(state and state.get("status") == "finished") and self.model_path(stage).is_file()
         )
 
-    def finished_stages(self) -> list[str]:
-        return [s for s in STAGES if self.is_finished(s)]
-
     def started_stages(self) -> list[str]:
         return [s for s in STAGES if self.stage_state(s) is not None]
 
     def trained_stage(self, stage: str | None = None) -> str:
         """`stage` if it finished; by default the latest trained: unfreeze, else finetune."""
         if stage is None:
-            for candidate in ("unfreeze", "finetune"):
+            for candidate in reversed(TARGET_STAGES):
                 if self.is_finished(candidate):
                     return candidate
             raise ConfigError(
-                f"{self.path}: no finished finetune or unfreeze stage; run `tlcli finetune` first"
+                f"{self.path}: no finished finetune or unfreeze stage",
+                remedies=(Remedy("train:finetune"),),
             )
-        if stage not in STAGES:
-            raise ConfigError(f"--stage {stage}: expected one of {', '.join(STAGES)}")
+        check_stage_name(stage)
         if not self.is_finished(stage):
-            raise ConfigError(f"{self.path}: no finished {stage} stage in this run; train it first")
+            raise ConfigError(
+                f"{self.path}: no finished {stage} stage in this run",
+                remedies=(Remedy(f"train:{stage}"),),
+            )
         return stage
 
     def check_stage(self, stage: str, mode: Mode, fingerprint: dict[str, Any]) -> bool:
@@ -178,19 +135,24 @@ class RunDir:
             status = "finished" if finished else "was interrupted"
             action = "skip it" if finished else "continue it"
             raise ConfigError(
-                f"{self.stage_dir(stage)}: {stage} {status}; use --resume to {action}, "
-                "--overwrite to train it again, or another run name"
+                f"{self.stage_dir(stage)}: {stage} {status}",
+                remedies=(
+                    Remedy("mode=resume", action),
+                    Remedy("mode=overwrite", "train it again"),
+                    Remedy("name"),
+                ),
             )
         changed = _changed_keys(state.get("fingerprint", {}), fingerprint, stage)
         if changed:
             raise ConfigError(
                 f"{self.stage_dir(stage)}: cannot resume {stage}, the config changed at "
-                f"{', '.join(changed)}; use --overwrite to train it again, or another run name"
+                f"{', '.join(changed)}",
+                remedies=(Remedy("mode=overwrite", "train it again"), Remedy("name")),
             )
         return not finished
 
     def start_stage(self, stage: str, fingerprint: dict[str, Any]) -> None:
-        """Record that `stage` is running: from here on a rerun needs --resume or --overwrite."""
+        """Record that `stage` is running: from here on a rerun needs resume or overwrite."""
         for leftover in self.stage_dir(stage).glob(".*.tmp*"):
             leftover.unlink()  # half-written files of a run that was killed while saving
         state = self.stage_state(stage) or {"started": _now()}
@@ -207,15 +169,16 @@ class RunDir:
         """`stage` builds on `upstream`'s model: it must exist, from the same config."""
         if not self.is_finished(upstream):
             raise ConfigError(
-                f"{self.path}: {stage} needs a finished {upstream} stage in this run; "
-                f"run `tlcli {upstream}` (or `tlcli run`) first"
+                f"{self.path}: {stage} needs a finished {upstream} stage in this run",
+                remedies=(Remedy(f"train:{upstream}"),),
             )
         recorded = (self.stage_state(upstream) or {}).get("fingerprint", {})
         changed = _changed_keys(recorded, fingerprint, stage=None)
         if changed:
             raise ConfigError(
                 f"{self.path}: {upstream} was trained with a different config "
-                f"({', '.join(changed)}); use a new run name, or --overwrite {upstream}"
+                f"({', '.join(changed)})",
+                remedies=(Remedy("name"), Remedy("mode=overwrite", f"train {upstream} again")),
             )
 
     def remove_stages(self, stages: list[str]) -> list[str]:

@@ -1,0 +1,95 @@
+"""The Typer app, the options commands share, and the one place errors become exit codes.
+
+Exit codes: 0 success; 2 a usage, config or dataset error (one line, no traceback); 1 a failure
+while running; 130 interrupted. Nothing here imports TensorFlow.
+
+>>> from tlcli.errors import ConfigError, Remedy
+>>> cli_message(ConfigError("runs/demo/finetune: finetune finished",
+...                         remedies=(Remedy("mode=resume", "skip it"), Remedy("name"))))
+'runs/demo/finetune: finetune finished; use --resume to skip it, or another run name'
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tlcli.errors import ConfigError, TlcliError, word_remedies
+
+app = typer.Typer(
+    help="Transfer learning for image classifiers, driven by a YAML config.\n\n"
+    "Example: tlcli run configs/quickstart.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+CONFIG = typer.Argument(..., help="YAML config file.", show_default=False)
+SET = typer.Option(
+    [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. finetune.epochs=3."
+)
+RESUME = typer.Option(False, "--resume", help="Continue an interrupted stage; skip finished ones.")
+OVERWRITE = typer.Option(
+    False, "--overwrite", help="Delete the stage (and the stages built on it), train again."
+)
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress output: banners and results only.")
+
+# How the CLI words each remedy a lower layer offers (tlcli.errors.PYTHON_WORDS for Python).
+CLI_WORDS = {
+    "mode=resume": "--resume",
+    "mode=overwrite": "--overwrite",
+    "overwrite": "--overwrite",
+    "output": "--output",
+    "name": "another run name",
+}
+
+
+def cli_message(error: TlcliError) -> str:
+    """The error's message with its remedies worded as this CLI's flags."""
+    return error.message + word_remedies(
+        error.remedies, CLI_WORDS, lambda stage: f"run `tlcli {stage}` (or `tlcli run`) first"
+    )
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn tlcli's own errors into one line on stderr and their exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TlcliError as exc:
+            from tlcli.console import Console
+
+            Console().error(cli_message(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted: rerun with --resume to continue", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def training_mode(resume: bool, overwrite: bool) -> str:
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    return "resume" if resume else "overwrite" if overwrite else "new"
+
+
+def load(config: Path, overrides: list[str]):
+    from tlcli.config import load_config
+
+    return load_config(config, overrides)
+
+
+def make_console(quiet: bool):
+    from tlcli.console import Console
+
+    return Console(quiet=quiet)

@@ -1,0 +1,87 @@
+"""pretrain, finetune, unfreeze, run and evaluate: parse, load the config, call the stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from tlcli.cli.app import (
+    CONFIG,
+    OVERWRITE,
+    QUIET,
+    RESUME,
+    SET,
+    app,
+    handle_errors,
+    load,
+    make_console,
+    training_mode,
+)
+from tlcli.rundir import TARGET_STAGES
+
+# Typer checks (and completes) the values of a Literal option.
+TargetStage = Literal[TARGET_STAGES]
+
+
+def _add_training_command(name: str, function: str, summary: str, example: str) -> None:
+    """pretrain, finetune, unfreeze and run take the same options and differ in what they call."""
+
+    @app.command(name=name, help=summary, epilog=f"Example: {example}")
+    @handle_errors
+    def command(
+        config: Path = CONFIG,
+        overrides: list[str] = SET,
+        resume: bool = RESUME,
+        overwrite: bool = OVERWRITE,
+        quiet: bool = QUIET,
+    ) -> None:
+        from tlcli.train import stages
+
+        mode = training_mode(resume, overwrite)
+        getattr(stages, function)(load(config, overrides), mode, make_console(quiet))
+
+
+_add_training_command(
+    "pretrain",
+    "pretrain",
+    "Train the base network on the source task (the `pretrain` section) and save it for reuse.",
+    "tlcli pretrain configs/quickstart.yaml --set pretrain.epochs=5",
+)
+_add_training_command(
+    "finetune",
+    "finetune",
+    "Freeze the base, put a new dense head on it, train the head on the target data.",
+    "tlcli finetune configs/vgg16_imagenet.yaml --set finetune.epochs=3",
+)
+_add_training_command(
+    "unfreeze",
+    "unfreeze",
+    "Unfreeze the top of the finetuned base (BatchNorm stays frozen); train on at a low rate.",
+    "tlcli unfreeze configs/vgg16_imagenet.yaml --set unfreeze.layers=4",
+)
+
+
+@app.command(epilog="Example: tlcli evaluate configs/quickstart.yaml --stage finetune")
+@handle_errors
+def evaluate(
+    config: Path = CONFIG,
+    stage: TargetStage | None = typer.Option(
+        None, "--stage", help="finetune or unfreeze (default: the latest trained)."
+    ),
+    overrides: list[str] = SET,
+    quiet: bool = QUIET,
+) -> None:
+    """Accuracy, precision, recall, F1 (per class and averaged) and the confusion matrix."""
+    from tlcli.train.evaluate import evaluate as evaluate_stage
+
+    evaluate_stage(load(config, overrides), stage, make_console(quiet))
+
+
+_add_training_command(
+    "run",
+    "run_all",
+    "Every stage the config defines, in order, then evaluate; finished stages skip on --resume.",
+    "tlcli run configs/quickstart.yaml --resume",
+)

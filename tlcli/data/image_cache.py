@@ -1,0 +1,102 @@
+"""Decode every image of a folder once, in parallel, into a uint8 array on disk.
+
+Training then reads pixels from this array (a memory map the OS keeps in its page cache) instead
+of decoding JPEGs every epoch, and every unreadable file is found before the first epoch. The
+cache is keyed by the image size, the decoder version and each file's path, size and mtime: any
+change to the files rebuilds it. Disk use is files x height x width x 3 bytes (10,000 images at
+224x224: 1.5 GB).
+
+>>> import tempfile
+>>> from tlcli.data.folders import scan_folder
+>>> folder = scan_folder(Path("sample_data/target/val"))
+>>> decoded = decode_folder(folder, (32, 32), Path(tempfile.mkdtemp()))
+>>> decoded.pixels.shape, decoded.pixels.dtype, int(decoded.ok.sum())
+((48, 32, 32, 3), dtype('uint8'), 48)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tlcli.data.folders import Folder
+from tlcli.data.images import decode_many
+from tlcli.files import atomic_path, write_json
+
+# Bump when decode_image changes what it produces, so old caches are rebuilt.
+DECODER_VERSION = 2
+
+
+@dataclass
+class DecodedFolder:
+    """Pixels of every file of a folder; rows of skipped files are zero and `ok` is False."""
+
+    folder: Folder
+    pixels: np.ndarray  # (files, height, width, 3) uint8, usually a read-only memory map
+    ok: np.ndarray  # bool per file
+    notes: dict[int, list[str]]  # file position -> conversions applied
+    errors: dict[int, str]  # file position -> why it was skipped
+    key: str  # changes whenever any file, the size or the decoder changes
+
+
+def decode_folder(
+    folder: Folder,
+    size: tuple[int, int],
+    cache_dir: Path,
+    on_progress: Callable[[int], None] | None = None,
+) -> DecodedFolder:
+    """Decode (or load from cache) every file of `folder` at `size` (height, width)."""
+    slot = hashlib.sha1(str(folder.root.resolve()).encode()).hexdigest()[:10]
+    key = _content_key(folder, size)
+    array_path = cache_dir / f"images-{slot}-{key}.npy"
+    meta_path = array_path.with_suffix(".json")
+    if array_path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        pixels = np.load(array_path, mmap_mode="r")
+        if pixels.shape == (len(folder.files), *size, 3):
+            if on_progress:
+                on_progress(len(folder.files))
+            return _from_meta(folder, pixels, meta, key)
+    for stale in cache_dir.glob(f"images-{slot}-*"):
+        stale.unlink()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    notes: dict[int, list[str]] = {}
+    errors: dict[int, str] = {}
+    with atomic_path(array_path) as tmp:
+        pixels = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(folder.files), *size, 3)
+        )
+        for position, decoded in enumerate(decode_many(folder.files, size)):
+            if decoded.error is not None:
+                errors[position] = decoded.error
+            else:
+                pixels[position] = decoded.pixels
+                if decoded.notes:
+                    notes[position] = decoded.notes
+            if on_progress:
+                on_progress(1)
+        pixels.flush()
+    write_json(meta_path, {"notes": notes, "errors": errors, "size": list(size)})
+    meta = {"notes": notes, "errors": errors}
+    return _from_meta(folder, np.load(array_path, mmap_mode="r"), meta, key)
+
+
+def _from_meta(folder: Folder, pixels: np.ndarray, meta: dict, key: str) -> DecodedFolder:
+    notes = {int(k): v for k, v in meta["notes"].items()}
+    errors = {int(k): v for k, v in meta["errors"].items()}
+    ok = np.ones(len(folder.files), dtype=bool)
+    ok[list(errors)] = False
+    return DecodedFolder(folder, pixels, ok, notes, errors, key)
+
+
+def _content_key(folder: Folder, size: tuple[int, int]) -> str:
+    digest = hashlib.sha1(f"v{DECODER_VERSION}:{size}".encode())
+    for path in folder.files:
+        stat = path.stat()
+        digest.update(f"{folder.relative(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]

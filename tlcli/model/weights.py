@@ -1,0 +1,108 @@
+"""Build a base network with the weights the config asks for.
+
+`imagenet` goes through Keras' own download and cache (`$KERAS_HOME/models`, default
+`~/.keras/models`); `none` is random initialisation; a path is either a weights file Keras can
+load into the application (`.h5`, `.weights.h5`) or a saved tlcli model (`model.keras`, or a run
+or stage folder holding one), whose base is copied.
+
+>>> import tempfile
+>>> saved = build_base_with_weights("vgg16", (32, 32), "none")
+>>> path = Path(tempfile.mkdtemp()) / "vgg16.weights.h5"
+>>> saved.save_weights(path)
+>>> loaded = build_base_with_weights("vgg16", (64, 64), str(path))  # any input size
+>>> all((a == b).all() for a, b in zip(saved.get_weights(), loaded.get_weights()))
+True
+>>> build_base_with_weights("resnet50", (32, 32), str(path))
+Traceback (most recent call last):
+...
+tlcli.errors.ConfigError: model.weights: .../vgg16.weights.h5 does not fit resnet50: ...
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import keras
+
+from tlcli.bases import build_base
+from tlcli.errors import ConfigError, RunError
+from tlcli.model.network import find_base
+
+
+def build_base_with_weights(
+    base_name: str, image_size: tuple[int, int], weights: str, *, key: str = "model.weights"
+):
+    """The headless base `base_name` at `image_size`, initialised from `weights`."""
+    if weights == "none":
+        return build_base(base_name, image_size, None)
+    if weights == "imagenet":
+        return _imagenet_base(base_name, image_size)
+    path = Path(weights)
+    if path.is_dir() or path.suffix == ".keras":
+        base = build_base(base_name, image_size, None)
+        copy_base_weights(find_saved_model(path), base, base_name, key=key)
+        return base
+    # A file of another architecture sometimes loads with only warnings that some layers "retain
+    # their freshly-initialized weights": a half-random base is never what the user asked for.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base = build_base(base_name, image_size, str(path))
+        except (ValueError, OSError, KeyError) as exc:
+            raise ConfigError(
+                f"{key}: {path} does not fit {base_name}: {_first_line(exc)}"
+            ) from None
+    skipped = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
+    if skipped:
+        raise ConfigError(f"{key}: {path} does not fit {base_name}: {_first_line(skipped[0])}")
+    return base
+
+
+def find_saved_model(path: Path) -> Path:
+    """A model.keras file, given the file itself, a stage folder or a run folder."""
+    if path.is_file():
+        return path
+    for candidate in (path / "model.keras", path / "pretrain" / "model.keras"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{path}: no model.keras here (nor in {path / 'pretrain'})")
+
+
+def copy_base_weights(model_path: Path, base, base_name: str, *, key: str) -> None:
+    """Copy the base inside a saved classifier into `base` (same architecture, any input size)."""
+    try:
+        saved = keras.models.load_model(model_path, compile=False)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{key}: cannot load {model_path}: {_first_line(exc)}") from None
+    source = find_base(saved)
+    try:
+        base.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise ConfigError(
+            f"{key}: the base in {model_path} ({source.name}) does not fit {base_name}: "
+            f"{_first_line(exc)}"
+        ) from None
+
+
+def _imagenet_base(base_name: str, image_size: tuple[int, int]):
+    try:
+        return build_base(base_name, image_size, "imagenet")
+    except Exception as exc:  # Keras' get_file raises a bare Exception on a failed download
+        url = re.search(r"https?://\S+?(?=[:\s]|$)", str(exc))
+        if url is None:
+            raise
+        file_name = url.group(0).rsplit("/", 1)[-1]
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        raise RunError(
+            f"could not download the ImageNet weights for {base_name} ({_first_line(exc)}). "
+            f"Without network: fetch {url.group(0)} elsewhere and copy it to {cache / file_name} "
+            "(Keras' cache, which honours KERAS_HOME), or set model.weights to the file's path."
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,332 @@
+"""Export a trained stage for serving, with its labels, checked against the run before it counts.
+
+Each export is a folder, by default `<run>/export/<stage>-<format>[-<quantize>]/`::
+
+    model.keras | saved_model/ | model.tflite    the artefact
+    labels.txt                                   class names, one per line, in output order
+    export.json                                  what was exported, its inputs, the check result
+
+Every artefact takes raw RGB pixels (0..255) at the trained size, [N, H, W, 3], and carries its
+own preprocessing:
+
+- keras: float32 input (other numeric dtypes are cast), softmax probabilities out.
+- savedmodel: `serving_default` (also `serve`) takes uint8; `serve_float` takes float32. Both
+  return `probabilities` (float32 [N, classes]) and `labels` (string [N], the top-1 class).
+- tflite: float32 input and output for every quantize mode; N defaults to 1 and can be resized.
+  `dynamic` stores conv/dense weights as int8, `float16` as float16, `int8` quantizes weights
+  and activations to int8 (calibrated on up to 100 training images) with a quantize op on the
+  way in and a dequantize op on the way out, so callers feed the same floats.
+
+Before the folder is put in place the export is loaded back from disk and compared with the
+stage's model.keras on the run's images (`tlcli.serve.parity`); beyond the tolerance of its
+quantize mode it is a RunError and nothing is left behind. `tests/test_export.py` exports and
+checks every format.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlcli import __version__
+from tlcli.console import Console
+from tlcli.errors import ConfigError, Remedy, RunError
+from tlcli.files import atomic_dir, write_json
+from tlcli.rundir import LABELS_FILE, RunDir, check_stage_name
+from tlcli.runtime.startup import import_tensorflow, quiet_stderr
+from tlcli.serve.formats import ARTEFACTS, EXPORT_FORMATS, QUANTIZE_MODES
+from tlcli.serve.parity import (
+    TOLERANCES,
+    CheckResult,
+    Tolerance,
+    calibration_images,
+    check_images,
+    compare,
+    non_integer_layers,
+)
+from tlcli.serve.predictor import Predictor, keras_predictor, load_keras_model, load_predictor
+
+INPUTS = {
+    "keras": "float32 [N, H, W, 3], RGB 0..255",
+    "savedmodel": "serving_default: uint8 [N, H, W, 3] RGB; serve_float: float32 0..255",
+    "tflite": "float32 [N, H, W, 3], RGB 0..255 (N resizable, 1 by default)",
+}
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    artefact: Path
+    size_bytes: int
+    checks: dict[str, CheckResult]  # per SavedModel signature, else one keyed by the format
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks.values())
+
+
+def default_export_dir(run: RunDir, stage: str, export_format: str, quantize: str) -> Path:
+    """`<run>/export/<stage>-<format>`, with `-<quantize>` when it is not none."""
+    suffix = "" if quantize == "none" else f"-{quantize}"
+    return run.path / "export" / f"{stage}-{export_format}{suffix}"
+
+
+def export_stage(
+    run_dir: Path,
+    export_format: str,
+    *,
+    stage: str | None = None,
+    quantize: str = "none",
+    output: Path | None = None,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> ExportResult:
+    """Export a finished stage of `run_dir` (default: the latest trained) and check it."""
+    console = console or Console()
+    run, stage = _check_request(run_dir, export_format, stage, quantize)
+    folder = output or default_export_dir(run, stage, export_format, quantize)
+    if folder.exists() and not overwrite:
+        raise ConfigError(
+            f"{folder} already exists",
+            remedies=(Remedy("overwrite", "replace it"), Remedy("output", "export elsewhere")),
+        )
+    source = run.model_path(stage)
+    model = load_keras_model(source)
+    reference = keras_predictor(model, source)
+    if reference.labels_file is None:
+        raise RunError(f"{source.parent / LABELS_FILE} is missing: the export needs class names")
+    sample = check_images(run.path, reference.image_size)
+    expected = _predict_in_batches(reference, sample)
+    details = f"{stage} of {run.path} as {export_format}" + (
+        f" ({quantize})" if quantize != "none" else ""
+    )
+    console.banner("export", details)
+    with atomic_dir(folder) as tmp:
+        job = _Job(model, reference, run.path, tmp, quantize, console)
+        WRITERS[export_format](job)
+        shutil.copy2(reference.labels_file, tmp / LABELS_FILE)
+        checks = _check_export(job, export_format, sample, expected, details)
+        size = _size(tmp / ARTEFACTS[export_format])
+        write_json(
+            tmp / "export.json", _metadata(stage, export_format, quantize, reference, checks)
+        )
+    artefact = folder / ARTEFACTS[export_format]
+    worst = max(checks.values(), key=lambda check: check.max_diff)
+    console.result(
+        f"exported {details} -> {artefact} ({size / 1e6:.1f} MB); check passed: {worst.describe()}"
+    )
+    return ExportResult(folder, artefact, size, checks)
+
+
+# ----------------------------------------------------------------------------------- writers
+
+
+@dataclass
+class _Job:
+    """What a format writer needs: the stage's model and what was read from it."""
+
+    model: Any  # the stage's keras.Model
+    reference: Predictor  # the same model as a Predictor: its file, input size and labels
+    run_path: Path
+    folder: Path  # the (temporary) export folder to write into
+    quantize: str
+    console: Console
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return TOLERANCES[self.quantize]
+
+
+def _write_keras(job: _Job) -> None:
+    """The stage's model.keras as it is: it loads without tlcli (built-in layers only)."""
+    shutil.copy2(job.reference.path, job.folder / ARTEFACTS["keras"])
+
+
+def _write_savedmodel(job: _Job) -> None:
+    """A SavedModel whose signatures return the probabilities and the top-1 class name."""
+    tf = import_tensorflow()
+    import keras
+
+    model = job.model
+    class_names = tf.constant(job.reference.labels)
+
+    def outputs(probabilities):
+        top = tf.argmax(probabilities, axis=-1)
+        return {"probabilities": probabilities, "labels": tf.gather(class_names, top)}
+
+    archive = _export_archive(keras)
+    # The first endpoint also becomes `serving_default` (ExportArchive.write_out).
+    archive.add_endpoint(
+        "serve",
+        lambda image: outputs(model(tf.cast(image, tf.float32), training=False)),
+        input_signature=[_image_spec(tf, job.reference.image_size, tf.uint8)],
+    )
+    archive.add_endpoint(
+        "serve_float",
+        lambda image: outputs(model(image, training=False)),
+        input_signature=[_image_spec(tf, job.reference.image_size, tf.float32)],
+    )
+    archive.write_out(str(job.folder / ARTEFACTS["savedmodel"]), verbose=False)
+
+
+def _write_tflite(job: _Job) -> None:
+    """Keras -> SavedModel (float32 in) -> TFLiteConverter, the path Keras 3's own LiteRT
+    export takes, but with builtin ops only so that the file runs on any TFLite runtime."""
+    tf = import_tensorflow()
+    import keras
+    from tensorflow.lite.python.convert_phase import ConverterError
+
+    model = job.model
+    with tempfile.TemporaryDirectory(dir=job.folder) as saved_model:
+        archive = _export_archive(keras)
+        archive.add_endpoint(
+            "serve",
+            lambda image: {"probabilities": model(image, training=False)},
+            input_signature=[_image_spec(tf, job.reference.image_size, tf.float32)],
+        )
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"])
+        _configure_quantization(tf, converter, job)
+        try:
+            # The converter prints its passes to fd 2: captured, and replayed only on failure.
+            with quiet_stderr():
+                flatbuffer = converter.convert()
+        except ConverterError as exc:
+            raise RunError(f"TFLite conversion ({job.quantize}) failed: {exc}") from None
+    (job.folder / ARTEFACTS["tflite"]).write_bytes(flatbuffer)
+
+
+def _configure_quantization(tf, converter, job: _Job) -> None:
+    """https://ai.google.dev/edge/litert/models/post_training_quantization"""
+    if job.quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if job.quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if job.quantize == "int8":
+        images = calibration_images(job.run_path, job.reference.image_size).astype(np.float32)
+        job.console.info(f"int8: calibrating on {len(images)} training images")
+        converter.representative_dataset = lambda: ([image[None]] for image in images)
+        # Integer kernels only: conversion fails rather than fall back to float ops.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+
+WRITERS: dict[str, Callable[[_Job], None]] = {
+    "keras": _write_keras,
+    "savedmodel": _write_savedmodel,
+    "tflite": _write_tflite,
+}
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _check_request(
+    run_dir: Path, export_format: str, stage: str | None, quantize: str
+) -> tuple[RunDir, str]:
+    if export_format not in EXPORT_FORMATS:
+        raise ConfigError(f"format '{export_format}': expected one of {', '.join(EXPORT_FORMATS)}")
+    if quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"quantize '{quantize}': expected one of {', '.join(QUANTIZE_MODES)}")
+    if quantize != "none" and export_format != "tflite":
+        raise ConfigError(f"quantize '{quantize}' applies to the tflite format only")
+    if stage is not None:
+        check_stage_name(stage)
+    run = RunDir(run_dir)
+    if not run.path.is_dir() or not run.started_stages():
+        raise ConfigError(f"{run_dir}: not a run directory (no trained stage in it)")
+    return run, run.trained_stage(stage)
+
+
+def _check_export(
+    job: _Job, export_format: str, sample: np.ndarray, expected: np.ndarray, details: str
+) -> dict[str, CheckResult]:
+    """Load the artefact back from disk, compare it with the Keras model; RunError if it fails."""
+    checks = {
+        name: compare(expected, _predict_exported(job.folder, signature, sample), job.tolerance)
+        for name, signature in _entry_points(export_format)
+    }
+    for name, check in checks.items():
+        job.console.info(f"check ({name}): {check.describe()}")
+        if not check.passed:
+            raise RunError(
+                f"the {details} export ({name}) does not match the Keras model: "
+                f"{check.describe()}; nothing was written"
+            )
+    if job.quantize == "int8":
+        _check_integer(job.folder / ARTEFACTS["tflite"], job.console)
+    return checks
+
+
+def _entry_points(export_format: str) -> list[tuple[str, str]]:
+    """(name in reports, SavedModel signature) for each way into the artefact to check."""
+    if export_format == "savedmodel":
+        return [("serving_default", "serving_default"), ("serve_float", "serve_float")]
+    return [(export_format, "serving_default")]
+
+
+def _predict_exported(folder: Path, signature: str, sample: np.ndarray) -> np.ndarray:
+    """The exported artefact, loaded back from disk as a user would load it, on `sample`."""
+    return _predict_in_batches(load_predictor(folder, signature=signature), sample)
+
+
+def _predict_in_batches(predictor: Predictor, sample: np.ndarray, size: int = 32) -> np.ndarray:
+    batches = [sample[start : start + size] for start in range(0, len(sample), size)]
+    return np.concatenate([predictor.predict(batch) for batch in batches])
+
+
+def _check_integer(path: Path, console: Console) -> None:
+    total, not_integer = non_integer_layers(path)
+    if not total or not_integer:
+        raise RunError(
+            f"{path.name}: int8 export has float conv/dense layers: {', '.join(not_integer)}"
+            if not_integer
+            else f"{path.name}: no conv/dense layers found to check"
+        )
+    console.info(f"int8: all {total} conv/dense layers hold int8 weights and activations")
+
+
+def _export_archive(keras):
+    """An ExportArchive, deliberately without `track(model)`: the endpoints capture the
+    weights they use, and tracking the model as well stores every weight twice (2x the size on
+    disk and in memory, https://github.com/keras-team/keras/issues/23553). `track` is only
+    needed for lookup tables, which no tlcli model has."""
+    return keras.export.ExportArchive()
+
+
+def _image_spec(tf, image_size: tuple[int, int], dtype):
+    return tf.TensorSpec([None, *image_size, 3], dtype, name="image")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _metadata(
+    stage: str,
+    export_format: str,
+    quantize: str,
+    reference: Predictor,
+    checks: dict[str, CheckResult],
+) -> dict:
+    return {
+        "format": export_format,
+        "quantize": quantize,
+        "artefact": ARTEFACTS[export_format],
+        "stage": stage,
+        "source_model": str(reference.path),
+        "image_size": list(reference.image_size),
+        "input": INPUTS[export_format],
+        "labels": reference.labels,
+        "check": {name: result.as_dict() for name, result in checks.items()},
+        "tlcli": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,23 @@
+"""Training: the stages as plain functions, fitting with resume, the frozen-feature cache.
+
+    stages.py         pretrain, finetune, unfreeze, run_all: what each stage builds
+    core.py           the steps every training stage takes once its model is built
+    prepare.py        before a model: start TensorFlow, write the run's files, load the data
+    record.py         a stage's bookkeeping: stage.json, labels, curves
+    fitting.py        Keras fit with per-epoch atomic backups, so a killed stage resumes
+    feature_cache.py  run the frozen bottom once, cache its outputs, train the top on them
+    evaluate.py       the evaluate stage
+    metrics.py        accuracy, precision, recall, F1, confusion matrix
+    plots.py          curves.png, confusion_matrix.png
+
+May import: `tlcli.data`, `tlcli.model`, `tlcli.runtime`, `tlcli.config`, the root helpers.
+
+>>> from tlcli import train
+>>> sorted(name for name in train.__all__)
+['evaluate', 'finetune', 'pretrain', 'run_all', 'unfreeze']
+"""
+
+from tlcli.train.evaluate import evaluate
+from tlcli.train.stages import finetune, pretrain, run_all, unfreeze
+
+__all__ = ["evaluate", "finetune", "pretrain", "run_all", "unfreeze"]

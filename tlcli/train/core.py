@@ -1,0 +1,178 @@
+"""The steps every training stage takes once its model is built: one screen, one step each.
+
+    inputs  = training_inputs(job, model)    the model, or its trainable top on cached features
+    compile                                  a fresh optimizer for this stage
+    datasets                                 train (shuffled, augmented, weighted) and val
+    begin_stage                              stage.json says "running": a rerun must resume
+    fit_stage                                Keras fit with per-epoch backups (resumable)
+    save                                     the whole model.keras, atomically
+    end_stage                                labels, curves, stage.json "finished", no backup
+
+`StageJob` carries what a stage is: its config section, its data and where it writes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlcli.config import AugmentConfig, Config, DataConfig, TrainStage
+from tlcli.console import Console
+from tlcli.data.stage_data import DecodedSplit, StageData
+from tlcli.files import atomic_path
+from tlcli.rundir import TARGET_STAGES, RunDir
+from tlcli.runtime.distribute import is_chief, is_multi_worker, wait_for_workers, write_path
+from tlcli.runtime.scope import describe_runtime, model_scope, runtime_line
+from tlcli.train.record import begin_stage, end_stage
+
+
+@dataclass
+class StageJob:
+    """One training stage being run: which, on what data, with which settings, where."""
+
+    cfg: Config
+    run: RunDir
+    name: str  # pretrain, finetune or unfreeze
+    data: StageData
+    data_cfg: DataConfig
+    settings: TrainStage  # the stage's own config section
+    console: Console
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run.stage_dir(self.name)
+
+
+@dataclass
+class TrainingInputs:
+    """What fit() trains on: the whole model on decoded images, or its top on cached features."""
+
+    model: Any  # keras.Model: what fit() trains
+    splits: dict[str, DecodedSplit]
+    views: int  # cached augmented views per training image (1: none)
+    augment: AugmentConfig | None  # augmentation still to apply per batch
+    cache: dict[str, Any]  # what the feature cache did, for stage.json
+
+
+@dataclass
+class StageResult:
+    stage: str
+    model_path: Path
+    skipped: bool = False
+    epochs: int = 0
+    seconds: float = 0.0
+    val_accuracy: float | None = None
+
+
+def train_and_save(job: StageJob, model) -> StageResult:
+    """Compile, fit (on cached frozen outputs when that pays), save the whole model."""
+    from tlcli.model.optimizers import compile_for_stage
+    from tlcli.train.fitting import fit_stage
+
+    inputs = training_inputs(job, model)
+    steps = max(1, math.ceil(len(job.data.splits["train"]) / job.data_cfg.batch_size))
+    with model_scope(job.cfg.run):
+        compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
+    train_ds, val_ds = _datasets(job, inputs)
+    if is_chief():
+        begin_stage(job.run, job.name, job.cfg)
+    runtime = describe_runtime(job.cfg.run, inputs.model)
+    job.console.info(runtime_line(runtime))
+    outcome = fit_stage(
+        inputs.model,
+        train_ds,
+        val_ds,
+        job.settings,
+        write_path(job.stage_dir),
+        job.console.keras_verbose,
+        resume_from=job.stage_dir / "backup",
+    )
+    # Every worker saves (a save may read variables across workers); the chief's is the run's.
+    with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
+        model.save(tmp)
+    if is_chief():
+        end_stage(job, outcome, inputs.cache, runtime)
+    wait_for_workers()  # the next stage, on any worker, reads what the chief wrote
+    val_accuracy = outcome.final.get("val_accuracy")
+    job.console.result(
+        f"{job.name}: {outcome.epochs_done} epochs in {outcome.seconds:.0f}s, "
+        f"val accuracy {format_accuracy(val_accuracy)} -> {job.run.model_path(job.name)}"
+    )
+    return StageResult(
+        job.name, job.run.model_path(job.name), False, outcome.epochs_done, outcome.seconds,
+        val_accuracy,
+    )  # fmt: skip
+
+
+def training_inputs(job: StageJob, model) -> TrainingInputs:
+    """Swap in the trainable top and cached bottom outputs when the cache plan says it pays."""
+    from tlcli.train.feature_cache import cache_split_outputs, plan_cache
+
+    augment = job.data_cfg.augment if job.data_cfg.augment.enabled else None
+    plain = TrainingInputs(model, job.data.splits, 1, augment, {"used": False})
+    if job.name not in TARGET_STAGES:
+        return plain
+    if is_multi_worker():  # every worker would have to build, and write, the same cache
+        job.console.info("feature cache off: multi-worker training")
+        plain.cache["reason"] = "multi-worker"
+        return plain
+    with model_scope(job.cfg.run):  # the split models train and predict under the run's strategy
+        plan = plan_cache(job.name, model, job.settings, job.data_cfg, job.data, job.run.cache_dir)
+    job.console.info(plan.reason)
+    if plan.split is None:
+        plain.cache["reason"] = plan.reason
+        return plain
+    started = time.perf_counter()
+    with model_scope(job.cfg.run), job.console.progress() as progress:
+        splits, reused = cache_split_outputs(
+            plan.split,
+            job.data,
+            views=plan.views,
+            augment=augment,
+            seed=job.cfg.seed,
+            batch_size=job.data_cfg.batch_size,
+            cache_dir=job.run.cache_dir,
+            tag=job.name,
+            progress=progress,
+        )
+    seconds = time.perf_counter() - started
+    job.console.info(f"feature cache {'reused' if reused else 'built'} in {seconds:.1f}s")
+    summary = {
+        "used": True,
+        "cut": plan.split.cut,
+        "views": plan.views,
+        "reused": reused,
+        "seconds": round(seconds, 2),
+    }
+    return TrainingInputs(plan.split.top, splits, plan.views, None, summary)
+
+
+def _datasets(job: StageJob, inputs: TrainingInputs):
+    """The training dataset (shuffled, augmented, class-weighted) and the validation one."""
+    from tlcli.data.pipeline import balanced_class_weights, make_dataset
+
+    splits, batch = inputs.splits, job.data_cfg.batch_size
+    weights = (
+        balanced_class_weights(splits["train"].labels, job.data.num_classes)
+        if job.data_cfg.class_weight == "balanced"
+        else None
+    )
+    train_ds = make_dataset(
+        splits["train"],
+        job.data.num_classes,
+        batch,
+        shuffle=True,
+        seed=job.cfg.seed,
+        augment=inputs.augment,
+        class_weights=weights,
+        views=inputs.views,
+    )
+    val_ds = make_dataset(splits["val"], job.data.num_classes, batch) if "val" in splits else None
+    return train_ds, val_ds
+
+
+def format_accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

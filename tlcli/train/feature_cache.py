@@ -1,0 +1,222 @@
+"""Run the frozen bottom of a network once over the data, keep its outputs, train on them.
+
+With a frozen base, plain Keras runs the whole base forward for every image in every epoch
+although its output never changes; that pass is nearly all the work of a frozen stage. Here it
+runs once per image (per augmented view), the outputs go to a float32 array on disk (a memory
+map: RAM use stays bounded by one chunk of FEATURE_CHUNK images, whatever the dataset size),
+and the trainable top trains on them for every epoch.
+
+Without augmentation this is exact: the same model as uncached training, up to float rounding.
+With augmentation, `views` augmented copies of each training image are cached (view 0 is the
+image itself) and each epoch serves every image in a random one of its views.
+
+The cache key covers the bottom's weights (hashed), its layers' configs, the decoded pixels
+(file list, sizes, mtimes, image size), the rows of the split, the views, the augmentation and
+the seed: anything else is a miss, and the stale file is replaced. `tests/test_feature_cache.py`
+shows it at work; the stages use it through `tlcli.train.core`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tlcli.config import AugmentConfig, DataConfig
+from tlcli.data.pipeline import inputs_only, make_dataset
+from tlcli.data.stage_data import DecodedSplit, StageData
+from tlcli.files import atomic_path, write_json
+from tlcli.model.split import SplitModel, split_at_head, split_in_base
+
+FEATURE_CHUNK = 1024  # images per predict() call
+DEFAULT_VIEWS = 4  # `cache: on` with augmentation and no cache_views
+# A cut inside the base caches feature maps, not vectors: refuse above this size on disk.
+PREFIX_CACHE_LIMIT_BYTES = 16 * 2**30
+
+
+@dataclass
+class CachePlan:
+    """Whether a frozen stage trains on cached outputs, and why (for the console)."""
+
+    split: SplitModel | None
+    views: int
+    reason: str
+
+
+def plan_cache(
+    stage: str,
+    model: keras.Model,
+    stage_cfg,
+    data_cfg: DataConfig,
+    data: StageData,
+    cache_dir: Path,
+) -> CachePlan:
+    """Decide between cached and plain training for a finetune or unfreeze stage."""
+    if stage_cfg.cache == "off":
+        return CachePlan(None, 1, f"feature cache off: {stage}.cache is off")
+    augmented = data_cfg.augment.enabled
+    views = 1
+    if augmented:
+        views = stage_cfg.cache_views or (DEFAULT_VIEWS if stage_cfg.cache == "on" else 0)
+        if not views:
+            return CachePlan(
+                None,
+                1,
+                f"feature cache off: augmentation is on and {stage}.cache_views is not set "
+                "(set it, e.g. to 4, to cache augmented views and train much faster)",
+            )
+    split = split_at_head(model) if stage == "finetune" else split_in_base(model)
+    if split is None:
+        return CachePlan(None, 1, "feature cache off: no frozen block below the trained layers")
+    train = len(data.splits["train"])
+    val = len(data.splits["val"]) if "val" in data.splits else 0
+    # The bottom runs once per cached example, against once per example per epoch without
+    # the cache: with auto, cache only when that is fewer passes.
+    cached_passes, plain_passes = views * train + val, stage_cfg.epochs * (train + val)
+    if stage_cfg.cache == "auto" and cached_passes >= plain_passes:
+        return CachePlan(
+            None, 1, f"feature cache off: {stage_cfg.epochs} epoch(s) would not repay it"
+        )
+    size = 4 * int(np.prod(split.bottom.output_shape[1:])) * cached_passes
+    free = shutil.disk_usage(cache_dir if cache_dir.exists() else cache_dir.parent).free
+    if size > PREFIX_CACHE_LIMIT_BYTES or size > free // 2:
+        return CachePlan(None, 1, f"feature cache off: it would take {size / 2**30:.1f} GB")
+    kind = f"{views} views" if views > 1 else "exact"
+    return CachePlan(split, views, f"feature cache on ({kind}): frozen up to {split.cut}")
+
+
+def cache_split_outputs(
+    split_model: SplitModel,
+    data: StageData,
+    *,
+    views: int,
+    augment: AugmentConfig | None,
+    seed: int,
+    batch_size: int,
+    cache_dir: Path,
+    tag: str,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> tuple[dict[str, DecodedSplit], bool]:
+    """The bottom's outputs for train and val, as splits the top trains on; (splits, reused).
+
+    The test split is not cached: nothing trains on it, and evaluate runs the whole model.
+    """
+    out: dict[str, DecodedSplit] = {}
+    reused_all = True
+    bottom_digest = _bottom_digest(split_model.bottom)
+    for name, split in data.splits.items():
+        if name not in ("train", "val"):
+            continue
+        split_views = views if name == "train" else 1
+        array, reused = _cached_outputs(
+            split_model.bottom,
+            bottom_digest,
+            split,
+            data.num_classes,
+            views=split_views,
+            augment=augment if name == "train" else None,
+            seed=seed,
+            batch_size=batch_size,
+            path_prefix=cache_dir / f"features-{tag}-{name}",
+            progress=progress,
+        )
+        reused_all &= reused
+        out[name] = dataclasses.replace(split, pixels=array, rows=np.arange(len(split)))
+    return out, reused_all
+
+
+def _cached_outputs(
+    bottom: keras.Model,
+    bottom_digest: str,
+    split: DecodedSplit,
+    num_classes: int,
+    *,
+    views: int,
+    augment: AugmentConfig | None,
+    seed: int,
+    batch_size: int,
+    path_prefix: Path,
+    progress,
+) -> tuple[np.ndarray, bool]:
+    key = _key(bottom_digest, split, views, augment, seed)
+    path = path_prefix.with_name(f"{path_prefix.name}-{key}.npy")
+    done_marker = path.with_suffix(".json")
+    if path.is_file() and done_marker.is_file():
+        return np.load(path, mmap_mode="r"), True
+    for stale in path.parent.glob(f"{path_prefix.name}-*"):
+        stale.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    feature_shape = tuple(bottom.output_shape[1:])
+    shape = (views, len(split), *feature_shape) if views > 1 else (len(split), *feature_shape)
+    tick = progress(f"Caching {path_prefix.name}", views * len(split)) if progress else None
+    started = time.perf_counter()
+    with atomic_path(path) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        for view in range(views):
+            target = array[view] if views > 1 else array
+            for chunk, start in enumerate(range(0, len(split), FEATURE_CHUNK)):
+                part = dataclasses.replace(
+                    split,
+                    rows=split.rows[start : start + FEATURE_CHUNK],
+                    labels=split.labels[start : start + FEATURE_CHUNK],
+                )
+                dataset = make_dataset(
+                    part,
+                    num_classes,
+                    batch_size,
+                    augment=augment if view > 0 else None,
+                    seed=seed + 7919 * view + chunk,
+                )
+                target[start : start + len(part)] = bottom.predict(inputs_only(dataset), verbose=0)
+                if tick:
+                    tick(len(part))
+        array.flush()
+    write_json(
+        done_marker, {"shape": list(shape), "seconds": round(time.perf_counter() - started, 2)}
+    )
+    return np.load(path, mmap_mode="r"), False
+
+
+def _key(
+    bottom_digest: str, split: DecodedSplit, views: int, augment: AugmentConfig | None, seed: int
+) -> str:
+    parts = {
+        "bottom": bottom_digest,
+        "split": split.key,
+        "views": views,
+        "augment": augment.model_dump() if augment is not None else None,
+        "seed": seed if (augment is not None and views > 1) else None,
+        "chunk": FEATURE_CHUNK,
+    }
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _bottom_digest(bottom: keras.Model) -> str:
+    """What the bottom computes: its input and output shapes, its layers' configs, its weights."""
+    digest = hashlib.sha1()
+    parts = {
+        "input": list(bottom.input_shape[1:]),
+        "output": list(bottom.output_shape[1:]),
+        "layers": [_layer_signature(layer) for layer in bottom.layers],
+    }
+    digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    for weight in bottom.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def _layer_signature(layer) -> object:
+    """A layer's config, or for a nested model the signatures of its layers."""
+    if isinstance(layer, keras.Model):
+        return [_layer_signature(inner) for inner in layer.layers]
+    config = layer.get_config()
+    config.pop("name", None)
+    return [type(layer).__name__, config]

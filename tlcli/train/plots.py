@@ -1,0 +1,74 @@
+"""The plots of a run: curves.png (loss and accuracy per epoch) and confusion_matrix.png.
+
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> _ = (folder / "history.csv").write_text("epoch,accuracy,loss\\n0,0.5,1.2\\n1,0.7,0.9\\n")
+>>> plot_curves(folder / "history.csv", folder / "curves.png", "demo")
+>>> (folder / "curves.png").stat().st_size > 0
+True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tlcli.files import atomic_path, read_csv_rows
+
+
+def plot_curves(history_csv: Path, target: Path, title: str) -> None:
+    """Loss and accuracy per epoch, train and validation, from history.csv."""
+    rows = read_csv_rows(history_csv)
+    if not rows:
+        return
+    plt = _pyplot()
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-o"), ("val_", "--o")):
+            key = prefix + metric
+            if key in rows[0]:
+                axis.plot(epochs, [float(r[key]) for r in rows], style, label=key, markersize=3)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    _save(figure, target)
+
+
+def plot_confusion(metrics: dict, target: Path, title: str) -> None:
+    plt = _pyplot()
+    matrix = np.asarray(metrics["confusion_matrix"])
+    labels = metrics["labels"]
+    size = max(4.0, 0.6 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    limit = matrix.max() / 2 if matrix.size else 0
+    for (row, col), value in np.ndenumerate(matrix):
+        color = "white" if value > limit else "black"
+        axis.text(col, row, str(value), ha="center", va="center", color=color)
+    figure.tight_layout()
+    _save(figure, target)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, dpi=100)
+    _pyplot().close(figure)
