@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import config_dict, make_image_folder, run_subprocess
+from conftest import config_dict, make_image_folder, run_subprocess, words
 from odd_images import ODD_FILES, write_odd_files
 from PIL import Image
 
@@ -99,9 +99,18 @@ def test_existing_run_is_never_silently_overwritten(image_folder, write_config, 
     changed = cli("finetune", path, "--resume", "--set", "model.pooling=max")
     assert changed.exit_code == 2 and "model.pooling" in changed.output
 
+    # --overwrite deletes the stage and the exports built on it; one elsewhere is named, kept.
+    run = image_folder.parent / "runs" / "t"
+    elsewhere = image_folder.parent / "served"
+    assert cli("export", run, "--format", "keras", "-q").exit_code == 0
+    assert cli("export", run, "--format", "keras", "-o", elsewhere, "-q").exit_code == 0
     overwritten = cli("run", path, "--overwrite")
     assert overwritten.exit_code == 0, overwritten.output
     assert model.stat().st_mtime_ns != stamp
+    assert not (run / "export" / "finetune-keras").exists()
+    assert "removed finetune, " in overwritten.output and "finetune-keras" in overwritten.output
+    assert (elsewhere / "model.keras").is_file()
+    assert f"{elsewhere} holds an export of a removed stage" in words(overwritten.output)
 
 
 def test_unfreeze_needs_a_finished_finetune(image_folder, write_config, cli):
