@@ -78,9 +78,13 @@ def test_saved_model_takes_raw_pixels_and_matches_the_reported_accuracy(
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-3)
 
 
-def test_existing_run_is_never_silently_overwritten(image_folder, write_config, cli):
+def test_existing_run_is_never_silently_overwritten(image_folder, write_config, cli, monkeypatch):
     path = write_config(config_dict(image_folder, finetune={"epochs": 1}))
-    assert cli("run", path).exit_code == 0
+    monkeypatch.chdir(image_folder.parent)  # paths print relative to it: runs/t
+    first = cli("run", path)
+    assert first.exit_code == 0, first.output
+    assert "· 1 epoch\n" in first.output and "finetune: 1 epoch in " in first.output
+    assert "t: summary (runs/t)" in first.output
     model = image_folder.parent / "runs" / "t" / "finetune" / "model.keras"
     stamp = model.stat().st_mtime_ns
 
@@ -110,7 +114,7 @@ def test_existing_run_is_never_silently_overwritten(image_folder, write_config, 
     assert not (run / "export" / "finetune-keras").exists()
     assert "removed finetune, " in overwritten.output and "finetune-keras" in overwritten.output
     assert (elsewhere / "model.keras").is_file()
-    assert f"{elsewhere} holds an export of a removed stage" in words(overwritten.output)
+    assert "served holds an export of a removed stage" in words(overwritten.output)
 
 
 def test_unfreeze_needs_a_finished_finetune(image_folder, write_config, cli):

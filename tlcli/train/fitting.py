@@ -127,13 +127,20 @@ def resume_point(model: keras.Model, backup_dir: Path) -> int:
     return epochs_done
 
 
-def trim_history(history_csv: Path, epochs_done: int) -> list[dict[str, str]]:
+def finished_rows(history_csv: Path, epochs_done: int) -> list[dict[str, str]]:
+    """The rows of history.csv for the first `epochs_done` epochs (those a backup holds)."""
+    return _finished(read_csv_rows(history_csv), epochs_done)
+
+
+def trim_history(history_csv: Path, epochs_done: int) -> None:
     """Keep only the rows of finished (backed-up) epochs: a resumed run appends after them."""
     rows = read_csv_rows(history_csv)
-    if not rows:
-        return []
-    columns = list(rows[0])
-    kept = [
+    if rows:
+        write_csv_rows(history_csv, _finished(rows, epochs_done), list(rows[0]))
+
+
+def _finished(rows: list[dict[str, str]], epochs_done: int) -> list[dict[str, str]]:
+    return [
         row
         for row in rows
         if None not in row
@@ -141,8 +148,6 @@ def trim_history(history_csv: Path, epochs_done: int) -> list[dict[str, str]]:
         and row["epoch"].isdigit()
         and int(row["epoch"]) < epochs_done
     ]
-    write_csv_rows(history_csv, kept, columns)
-    return kept
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -160,9 +165,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.set_model(model)
         super().on_train_begin()
         restore, self.restore_best_weights = self.restore_best_weights, False
-        for epoch, row in enumerate(rows):
+        for row in rows:
             logs = {self.monitor: float(row[self.monitor])} if row.get(self.monitor) else {}
-            super().on_epoch_end(epoch, logs)
+            super().on_epoch_end(int(row["epoch"]), logs)
         self.restore_best_weights = restore
         if restore and self.best is not None:
             self.best_weights = best_weights(self.best_epoch + 1)
@@ -277,8 +282,11 @@ def _resume(
     """Restore the newest backup in `source`, cut history.csv back to it, and replay early
     stopping; returns (epochs done, their history rows, the epoch to train up to)."""
     initial_epoch = same_on_all_workers(newest_backup(source), f"the backup in {source}")
-    rows = trim_history(history_csv, initial_epoch) if initial_epoch else []
-    if not initial_epoch and history_csv.exists():
+    # The chief's history, beside its backups: every worker replays the same epochs.
+    rows = finished_rows(source.parent / "history.csv", initial_epoch) if initial_epoch else []
+    if initial_epoch:
+        trim_history(history_csv, initial_epoch)
+    elif history_csv.exists():
         history_csv.unlink()
     if early is not None and initial_epoch:
 
