@@ -36,7 +36,9 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     if cfg.pretrain is None:
         raise ConfigError(f"{cfg.source}: pretrain: the config has no pretrain section")
     run = RunDir(cfg.run_dir)
-    if not run.check_stage("pretrain", mode, stage_fingerprint(cfg, "pretrain"), _told(console)):
+    if not run.check_stage(
+        "pretrain", mode, stage_fingerprint(cfg, "pretrain"), _say_removed(console)
+    ):
         return _skipped(run, "pretrain", console)
     data = start_stage_work(cfg, run, "pretrain", console)
     data_cfg = cfg.stage_data("pretrain")
@@ -67,7 +69,9 @@ def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     run = RunDir(cfg.run_dir)
     if "pretrain" in (cfg.model.weights, cfg.model.head):
         run.check_upstream("finetune", "pretrain", stage_fingerprint(cfg, "pretrain"))
-    if not run.check_stage("finetune", mode, stage_fingerprint(cfg, "finetune"), _told(console)):
+    if not run.check_stage(
+        "finetune", mode, stage_fingerprint(cfg, "finetune"), _say_removed(console)
+    ):
         return _skipped(run, "finetune", console)
     data = start_stage_work(cfg, run, "finetune", console)
 
@@ -103,7 +107,9 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
         raise ConfigError(f"{cfg.source}: unfreeze: the config has no unfreeze section")
     run = RunDir(cfg.run_dir)
     run.check_upstream("unfreeze", "finetune", stage_fingerprint(cfg, "finetune"))
-    if not run.check_stage("unfreeze", mode, stage_fingerprint(cfg, "unfreeze"), _told(console)):
+    if not run.check_stage(
+        "unfreeze", mode, stage_fingerprint(cfg, "unfreeze"), _say_removed(console)
+    ):
         return _skipped(run, "unfreeze", console)
     data = start_stage_work(cfg, run, "unfreeze", console)
     check_labels(run, "finetune", data.classes)
@@ -151,7 +157,7 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
             ),
         )
     if mode == "overwrite":
-        _told(console)(run.remove_stages(list(STAGES)))
+        _say_removed(console)(run.remove_stages(list(STAGES)))
         mode = "new"
     results = [STAGE_FUNCTIONS[stage](cfg, mode, console) for stage in cfg.defined_stages()]
     summary = []
@@ -174,7 +180,7 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
     return results
 
 
-def _told(console: Console):
+def _say_removed(console: Console):
     """Says what overwriting removed, and which exports elsewhere it left as they were."""
 
     def tell(removed: Removed) -> None:
