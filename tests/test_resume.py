@@ -43,7 +43,7 @@ def test_a_stage_resumed_after_sigkill_ends_as_an_uninterrupted_one(tmp_path, wr
 
 def _kill_mid_epoch_then_resume(tmp_path, write_config):
     root = make_image_folder(tmp_path / "data", {"train": 40, "val": 4}, size=32)
-    epochs = 5
+    epochs = 3
     config = config_dict(
         root,
         data={"test_dir": None, "batch_size": 8},
