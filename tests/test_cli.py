@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -25,6 +26,19 @@ def test_every_command_help_shows_an_example(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0
     assert "Example: tlcli" in result.output
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_names_arguments_in_capitals_and_shows_no_type_for_flags(cli, command, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    result = cli(*command.split(), "--help")
+    assert result.exit_code == 0
+    for noise in ("<bool>", "<list[", "<int range>", "[x>=", "<path>  "):
+        assert noise not in result.output, f"{noise!r} in tlcli {command} --help"
+    arguments = re.findall(r"\{([^}]*)\}", result.output.split("Usage:")[1].splitlines()[0])
+    assert all(name.isupper() for name in arguments), arguments
+    if command in ("pretrain", "finetune", "unfreeze", "run", "evaluate", "config", "preflight"):
+        assert arguments == ["CONFIG"]
 
 
 def test_top_level_help_lists_every_command_and_version(cli):
@@ -77,6 +91,27 @@ def test_preflight_finds_leaks_duplicates_and_bad_files(tmp_path, write_config, 
     assert "3 problem(s) found" in text
     assert cli("preflight", path, "--strict").exit_code == 1
     assert not (tmp_path / "runs").exists(), "preflight writes nothing"
+
+
+def test_preflight_reads_at_80_columns_and_counts_usable_images(
+    tmp_path, write_config, cli, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "80")
+    classes = tuple(f"shirt_with_long_sleeves_{i}" for i in range(10))
+    root = make_image_folder(tmp_path / "data", {"train": 3, "val": 1}, classes=classes, size=32)
+    (root / "train" / classes[3] / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    (root / "train" / classes[3] / "empty.png").write_bytes(b"")
+    result = cli("preflight", write_config(config_dict(root, data={"test_dir": None})))
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if line[:1] in "┏┃┡│├└"]
+    assert table and max(len(line) for line in table) <= 80, result.output
+    assert "…" not in result.output
+    rows = {cells[0]: cells[1:] for line in table if (cells := line.strip("│ ").split(" │ "))}
+    rows = {name.strip(): [c.strip() for c in counts] for name, counts in rows.items()}
+    assert all(rows[name] == ["3", "1"] for name in classes), result.output
+    assert rows["usable images"] == ["30", "10"]
+    assert rows["unusable files"] == ["2", "0"]
+    assert "2 problem(s) found" in result.output
 
 
 def test_preflight_on_a_clean_dataset(image_folder, write_config, cli):

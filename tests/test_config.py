@@ -39,6 +39,14 @@ MISTAKES = [
     ({"finetune": {"schedule": "linear"}}, "finetune.schedule.name", "'cosine'"),
     ({"unfreeze": {"layers": 0}}, "unfreeze.layers", "positive number"),
     ({"unfreeze": {"layers": 3, "from_block": "block5"}}, "unfreeze.from_block", "one of layers"),
+    (
+        {
+            "model": {"base": "mobilenet_v2", "weights": "none"},
+            "unfreeze": {"from_block": "block5"},
+        },
+        "unfreeze.from_block",
+        "no block 'block5' in mobilenet_v2; did you mean 'block_5'?",
+    ),
     ({"model": {"base": "vgg16", "weights": "pretrain"}}, "model.weights", "no pretrain section"),
     ({"evaluate": {"split": "test"}, "data": {"test_dir": None}}, "evaluate.split", "no test_dir"),
     ({"name": "a/b"}, "name", "not a folder name"),
@@ -184,6 +192,17 @@ def test_cli_subprocess_exit_code_and_stderr(image_folder, write_config):
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1 and "model.weights" in done.stderr
+
+
+@pytest.mark.parametrize("text", ["", "\n# nothing set yet\n"])
+def test_an_empty_config_file_is_one_line_saying_so(tmp_path, cli, text):
+    path = tmp_path / "my.yaml"
+    path.write_text(text)
+    result = cli("run", path)
+    assert result.exit_code == 2
+    assert _error_line(result) == (
+        f"error: {path}: the file is empty (a config needs at least data.train_dir and model.base)"
+    )
 
 
 def test_load_config_raises_config_error(tmp_path):

@@ -213,6 +213,14 @@ def test_export_usage_errors(trained_run, cli, args, message):
     assert message in words(result.output)
 
 
+def test_a_stage_folder_exports_that_stage(trained_run, cli, tmp_path):
+    result = cli("export", trained_run / "finetune", "--format", "keras", "-o", tmp_path / "x")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "x" / "export.json").read_text())["stage"] == "finetune"
+    wrong = cli("export", trained_run / "finetune", "--format", "keras", "--stage", "unfreeze")
+    assert wrong.exit_code == 2 and "is the finetune stage, not unfreeze" in words(wrong.output)
+
+
 def test_export_needs_a_run_directory(cli, tmp_path):
     result = cli("export", tmp_path, "--format", "keras")
     assert result.exit_code == 2 and "not a run directory" in result.output

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import keras
 import numpy as np
 import pytest
+import yaml
 from conftest import config_dict, make_image_folder, words
 
 from tlcli.bases import BASES
@@ -188,9 +190,9 @@ def test_rotation_crop_and_contrast_augment_every_epoch_reproducibly():
     pixels = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     split = DecodedSplit("train", "t", pixels, np.arange(8), np.arange(8) % 2, [])
 
-    def first_epochs(seed: int) -> list[np.ndarray]:
-        dataset = make_dataset(split, 2, 8, seed=seed, augment=augment)
-        return [next(iter(dataset))[0].numpy() for _ in range(2)]
+    def first_epochs(seed: int) -> list[np.ndarray]:  # one batch per epoch
+        dataset = make_dataset(split, 2, 8, seed=seed, augment=augment, epochs=(0, 2))
+        return [images.numpy() for images, _ in dataset]
 
     plain = next(iter(make_dataset(split, 2, 8)))[0].numpy()
     epoch1, epoch2 = first_epochs(seed=3)
@@ -200,6 +202,25 @@ def test_rotation_crop_and_contrast_augment_every_epoch_reproducibly():
     again = first_epochs(seed=3)
     np.testing.assert_array_equal(epoch1, again[0])
     assert math.isfinite(float(epoch1.mean()))
+
+
+def test_evaluating_another_split_keeps_the_default_splits_files(trained_run, cli, tmp_path):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained_run, run)
+    config = yaml.safe_load((trained_run.parent.parent / "config.yaml").read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**config, "output_dir": str(tmp_path / "runs")}))
+    stage = run / "finetune"
+    default = {
+        name: (stage / name).read_bytes() for name in ("metrics.json", "confusion_matrix.png")
+    }
+
+    result = cli("evaluate", path, "--set", "evaluate.split=train", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((stage / "metrics-train.json").read_text())["split"] == "train"
+    assert (stage / "confusion_matrix-train.png").is_file()
+    for name, content in default.items():
+        assert (stage / name).read_bytes() == content, f"{name} is the test split's, untouched"
 
 
 def test_evaluate_stage_option_from_the_command_line(image_folder, write_config, cli):

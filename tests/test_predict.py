@@ -134,6 +134,26 @@ def test_table_on_the_terminal_and_usage_errors(trained_run, cli, broken, tmp_pa
     assert not (tmp_path / "p.txt").exists()
 
 
+def test_exit_codes_when_images_cannot_be_read(trained_run, cli, broken, tmp_path):
+    missing, output = tmp_path / "missing.jpg", tmp_path / "predictions.csv"
+    nothing = cli("predict", trained_run, missing, broken, "-o", output)
+    assert nothing.exit_code == 2, nothing.output
+    assert f"no image could be classified ({missing}: file not found; {broken}: " in words(
+        nothing.output
+    )
+    rows = list(csv.DictReader(output.open()))
+    assert [row["path"] for row in rows] == [str(missing), str(broken)], "rows are written"
+    assert rows[0]["error"] == "file not found"
+
+    image = data_root(trained_run) / "val" / "disc" / "000.jpg"
+    partial = cli("predict", trained_run, image, missing, "-q")
+    assert partial.exit_code == 0, partial.output
+    assert "1 of 2 image(s) could not be read" in words(partial.output)
+    strict = cli("predict", trained_run, image, missing, "--strict", "-q")
+    assert strict.exit_code == 1
+    assert cli("predict", trained_run, image, "--strict", "-q").exit_code == 0
+
+
 def test_images_stream_in_batches_in_order(tmp_path):
     """No TensorFlow: a stand-in classifier records the batches it is given."""
     paths = []

@@ -1,21 +1,49 @@
-"""A stage killed with SIGKILL mid-epoch resumes with --resume, losing at most that epoch."""
+"""A stage killed with SIGKILL mid-epoch resumes with --resume, in a new process, losing at most
+that epoch, and (slow) ends exactly as an uninterrupted run of the same config does."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import keras
+import numpy as np
+import pytest
 from conftest import config_dict, make_image_folder
+
+from tlcli.config import load_config
+from tlcli.console import Console
+from tlcli.train import stages
 
 
 def test_sigkill_mid_epoch_then_resume(tmp_path, write_config):
+    _kill_mid_epoch_then_resume(tmp_path, write_config)
+
+
+@pytest.mark.slow
+def test_a_stage_resumed_after_sigkill_ends_as_an_uninterrupted_one(tmp_path, write_config):
+    """In a new process, uncached, every layer training, dropout in the head."""
+    run, path = _kill_mid_epoch_then_resume(tmp_path, write_config)
+    reference = tmp_path / "runs" / "reference"
+    shutil.copytree(run / "finetune", reference / "finetune")  # the same finetune model
+    stages.unfreeze(load_config(path, ["name=reference"]), "new", Console(quiet=True))
+    history = (run / "unfreeze" / "history.csv").read_text()
+    assert history == (reference / "unfreeze" / "history.csv").read_text()
+    resumed_weights = keras.models.load_model(run / "unfreeze" / "model.keras").get_weights()
+    reference_model = keras.models.load_model(reference / "unfreeze" / "model.keras")
+    for got, expected in zip(resumed_weights, reference_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def _kill_mid_epoch_then_resume(tmp_path, write_config):
     root = make_image_folder(tmp_path / "data", {"train": 40, "val": 4}, size=32)
-    epochs = 5
+    epochs = 3
     config = config_dict(
         root,
         data={"test_dir": None, "batch_size": 8},
@@ -63,3 +91,4 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, write_config):
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == list(range(epochs))
     assert (run / "unfreeze" / "model.keras").is_file()
+    return run, path

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import config_dict, make_image_folder, run_subprocess
+from conftest import config_dict, make_image_folder, run_subprocess, words
 from odd_images import ODD_FILES, write_odd_files
 from PIL import Image
 
@@ -78,9 +78,13 @@ def test_saved_model_takes_raw_pixels_and_matches_the_reported_accuracy(
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-3)
 
 
-def test_existing_run_is_never_silently_overwritten(image_folder, write_config, cli):
+def test_existing_run_is_never_silently_overwritten(image_folder, write_config, cli, monkeypatch):
     path = write_config(config_dict(image_folder, finetune={"epochs": 1}))
-    assert cli("run", path).exit_code == 0
+    monkeypatch.chdir(image_folder.parent)  # paths print relative to it: runs/t
+    first = cli("run", path)
+    assert first.exit_code == 0, first.output
+    assert "· 1 epoch\n" in first.output and "finetune: 1 epoch in " in first.output
+    assert "t: summary (runs/t)" in first.output
     model = image_folder.parent / "runs" / "t" / "finetune" / "model.keras"
     stamp = model.stat().st_mtime_ns
 
@@ -99,9 +103,18 @@ def test_existing_run_is_never_silently_overwritten(image_folder, write_config, 
     changed = cli("finetune", path, "--resume", "--set", "model.pooling=max")
     assert changed.exit_code == 2 and "model.pooling" in changed.output
 
+    # --overwrite deletes the stage and the exports built on it; one elsewhere is named, kept.
+    run = image_folder.parent / "runs" / "t"
+    elsewhere = image_folder.parent / "served"
+    assert cli("export", run, "--format", "keras", "-q").exit_code == 0
+    assert cli("export", run, "--format", "keras", "-o", elsewhere, "-q").exit_code == 0
     overwritten = cli("run", path, "--overwrite")
     assert overwritten.exit_code == 0, overwritten.output
     assert model.stat().st_mtime_ns != stamp
+    assert not (run / "export" / "finetune-keras").exists()
+    assert "removed finetune, " in overwritten.output and "finetune-keras" in overwritten.output
+    assert (elsewhere / "model.keras").is_file()
+    assert "served holds an export of a removed stage" in words(overwritten.output)
 
 
 def test_unfreeze_needs_a_finished_finetune(image_folder, write_config, cli):

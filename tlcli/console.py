@@ -23,7 +23,9 @@ counts
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import IO, Literal
 
 from rich.console import Console as RichConsole
@@ -80,8 +82,15 @@ class Console:
     def error(self, message: str) -> None:
         self.err.print(Text.assemble(("error:", "red"), " ", message))
 
-    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
-        """A table; a cell that starts with 'error:' is shown in the error colour."""
+    def table(
+        self,
+        title: str,
+        columns: list[str],
+        rows: list[list[str]],
+        footer: list[list[str]] | None = None,
+    ) -> None:
+        """A table, with `footer` rows (totals) under a line; a cell that starts with 'error:'
+        is shown in the error colour."""
         table = Table(title=Text(title), title_justify="left")
         for index, column in enumerate(columns):
             # The first column names the row (a class, a file path): fold it, never cut it.
@@ -89,7 +98,9 @@ class Console:
                 table.add_column(Text(column), justify="left", overflow="fold")
             else:
                 table.add_column(Text(column), justify="right")
-        for row in rows:
+        for index, row in enumerate(rows):
+            table.add_row(*(_cell(cell) for cell in row), end_section=index == len(rows) - 1)
+        for row in footer or []:
             table.add_row(*(_cell(cell) for cell in row))
         self.out.print(table)
 
@@ -116,6 +127,30 @@ class Console:
                 return lambda n: bars.advance(task, n)
 
             yield start
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as a user would type it: relative to the working directory when inside it.
+
+    >>> shown_path(Path.cwd() / "runs" / "quickstart"), shown_path("/elsewhere/runs")
+    ('runs/quickstart', '/elsewhere/runs')
+    """
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path(os.getcwd())))
+        except ValueError:
+            return str(path)
+    return str(path)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '3 epochs'.
+
+    >>> plural(1, "epoch"), plural(0, "image")
+    ('1 epoch', '0 images')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _cell(text: str) -> Text:

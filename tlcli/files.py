@@ -1,7 +1,9 @@
 """Files written whole or not at all: a kill never leaves a half-written artefact behind.
 
 Every artefact tlcli writes goes to a temporary name beside its target and is renamed into place
-once complete (`os.replace` is atomic on POSIX within one file system).
+once complete (`os.replace` is atomic on POSIX within one file system). Files and folders are
+created with the user's usual permissions (mode 0666 or 0777 less the umask), as `open` and
+`mkdir` would: a teammate or a serving container can read what the umask lets them read.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -21,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,15 +37,25 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     stem, dot, suffix = target.name.partition(".")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.tmp", suffix=f"{dot}{suffix}")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_file(target.parent, f".{stem}.tmp", f"{dot}{suffix}")
     try:
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """A new empty file under a random name. Not tempfile.mkstemp: its files are mode 0600
+    whatever the umask, and the rename would carry that mode to the artefact."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:  # pragma: no cover - 1 in 4 billion
+            continue
 
 
 @contextlib.contextmanager
@@ -54,6 +65,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     A folder cannot be swapped in one step, so an existing `target` (the caller decides whether
     it may be replaced) is first renamed aside and deleted once the new one is in place.
 
+    >>> import tempfile
     >>> target = Path(tempfile.mkdtemp()) / "export"
     >>> with atomic_dir(target) as tmp:
     ...     _ = (tmp / "labels.txt").write_text("cat\\ndog\\n")

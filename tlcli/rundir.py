@@ -10,9 +10,12 @@ Layout of `<output_dir>/<name>/`::
     cache/             decoded images and features, keyed by content (safe to delete)
     <stage>/           pretrain/, finetune/, unfreeze/: model.keras, labels.txt, history.csv,
                        curves.png, logs/ (TensorBoard), stage.json, and while it runs, backup/
+    export/            exports (tlcli.serve.export), one folder each, its stage in export.json
+    exports.json       exports written elsewhere (`output`), so that overwrite can name them
 
 A stage may start when it never started (no stage.json); a stage that did is only touched with
-`resume` (continue it) or `overwrite` (delete it and the stages built on it).
+`resume` (continue it) or `overwrite` (delete it, the stages built on it and their exports under
+export/; exports elsewhere are left as they are, and named).
 
 >>> import tempfile
 >>> run = RunDir(Path(tempfile.mkdtemp()) / "demo")
@@ -29,7 +32,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +52,7 @@ STAGES = tuple(DOWNSTREAM)  # in the order they run
 TARGET_STAGES = ("finetune", "unfreeze")  # trained on the target task: evaluated, predicted with
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
+EXPORT_INFO = "export.json"  # in every export folder: what was exported, from which stage
 
 
 def check_stage_name(stage: str, allowed: tuple[str, ...] = STAGES) -> str:
@@ -70,6 +75,16 @@ def check_stage_name(stage: str, allowed: tuple[str, ...] = STAGES) -> str:
 
 
 @dataclass
+class Removed:
+    """What overwriting removed: stages, their exports under export/, and exports elsewhere
+    that were left as they are (they hold models of the removed stages)."""
+
+    stages: list[str] = field(default_factory=list)
+    exports: list[Path] = field(default_factory=list)
+    left_elsewhere: list[Path] = field(default_factory=list)
+
+
+@dataclass
 class RunDir:
     """One run's folder and the state of its stages."""
 
@@ -84,6 +99,10 @@ class RunDir:
     @property
     def cache_dir(self) -> Path:
         return self.path / "cache"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
 
     def stage_state(self, stage: str) -> dict | None:
         """The stage's stage.json, or None when the stage never started."""
@@ -117,15 +136,22 @@ class RunDir:
             )
         return stage
 
-    def check_stage(self, stage: str, mode: Mode, fingerprint: dict[str, Any]) -> bool:
+    def check_stage(
+        self,
+        stage: str,
+        mode: Mode,
+        fingerprint: dict[str, Any],
+        on_removed: Callable[[Removed], None] = lambda removed: None,
+    ) -> bool:
         """May `stage` run here? False when it is already finished and `mode` is resume.
 
         new: the stage must never have started. resume: an unfinished stage continues if its
-        config is unchanged (its epochs may change). overwrite: the stage and every stage built
-        on it are deleted first. Nothing is written until `start_stage`.
+        config is unchanged (its epochs may change). overwrite: the stage, every stage built
+        on it and their exports are deleted first (`on_removed` is told what went). Nothing is
+        written until `start_stage`.
         """
         if mode == "overwrite":
-            self.remove_stages([stage, *DOWNSTREAM[stage]])
+            on_removed(self.remove_stages([stage, *DOWNSTREAM[stage]]))
             return True
         state = self.stage_state(stage)
         if state is None:
@@ -181,14 +207,45 @@ class RunDir:
                 remedies=(Remedy("name"), Remedy("mode=overwrite", f"train {upstream} again")),
             )
 
-    def remove_stages(self, stages: list[str]) -> list[str]:
-        removed = []
+    def remove_stages(self, stages: list[str]) -> Removed:
+        """Delete `stages` and their exports under export/; name their exports elsewhere."""
+        removed = Removed()
         for stage in stages:
             folder = self.stage_dir(stage)
             if folder.exists():
                 shutil.rmtree(folder)
-                removed.append(stage)
+                removed.stages.append(stage)
+        for folder in sorted(self.export_dir.glob(f"*/{EXPORT_INFO}")):
+            if read_json(folder).get("stage") in stages:
+                shutil.rmtree(folder.parent)
+                removed.exports.append(folder.parent)
+        elsewhere = self.exports_elsewhere()
+        removed.left_elsewhere = [
+            Path(e["path"]) for e in elsewhere if e["stage"] in stages and _holds_export(e)
+        ]
+        if any(e["stage"] in stages for e in elsewhere):
+            kept = [e for e in elsewhere if e["stage"] not in stages]
+            write_json(self.path / "exports.json", kept)
         return removed
+
+    def exports_elsewhere(self) -> list[dict[str, str]]:
+        """Exports of this run written outside export/: [{"path", "stage"}, ...]."""
+        path = self.path / "exports.json"
+        return read_json(path) if path.is_file() else []
+
+    def record_export(self, folder: Path, stage: str) -> None:
+        """Remember an export of `stage` outside export/, for `remove_stages` to name."""
+        folder = folder.absolute()
+        if folder.is_relative_to(self.export_dir.absolute()):
+            return
+        known = [e for e in self.exports_elsewhere() if e["path"] != str(folder)]
+        write_json(self.path / "exports.json", [*known, {"path": str(folder), "stage": stage}])
+
+
+def _holds_export(entry: dict[str, str]) -> bool:
+    """Whether a recorded export is still there (and was not replaced by another)."""
+    info = Path(entry["path"]) / EXPORT_INFO
+    return info.is_file() and read_json(info).get("stage") == entry["stage"]
 
 
 def _changed_keys(before: dict, after: dict, stage: str | None) -> list[str]:

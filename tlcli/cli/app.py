@@ -12,16 +12,45 @@ while running; 130 interrupted. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from tlcli.errors import ConfigError, TlcliError, word_remedies
 
+
+def plain_help(command: Any, ctx: typer.Context) -> None:
+    """Typer 0.29 shows a type beside every parameter in --help: `<bool>` beside flags, which
+    take no value, and `<path>` or `<list[str]>` beside arguments, whose names (CONFIG, IMAGES)
+    say more. Flags and arguments show their name alone; options keep their metavar."""
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif getattr(param, "param_type_name", "") == "argument":
+            param.display_type_rich = lambda ctx: None  # read by Typer's help panel only
+
+
+class Group(TyperGroup):
+    """The `tlcli` group: its commands' help goes through `plain_help`."""
+
+    def get_command(self, ctx: typer.Context, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            plain_help(command, ctx)
+        return command
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        plain_help(self, ctx)
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
+    cls=Group,
     help="Transfer learning for image classifiers, driven by a YAML config.\n\n"
     "Example: tlcli run configs/quickstart.yaml",
     no_args_is_help=True,
@@ -31,13 +60,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-CONFIG = typer.Argument(..., help="YAML config file.", show_default=False)
+CONFIG = typer.Argument(..., metavar="CONFIG", help="YAML config file.", show_default=False)
 SET = typer.Option(
     [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. finetune.epochs=3."
 )
 RESUME = typer.Option(False, "--resume", help="Continue an interrupted stage; skip finished ones.")
 OVERWRITE = typer.Option(
-    False, "--overwrite", help="Delete the stage (and the stages built on it), train again."
+    False,
+    "--overwrite",
+    help="Delete the stage, the stages built on it and their exports; train again.",
 )
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress output: banners and results only.")
 
@@ -71,10 +102,37 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             Console().error(cli_message(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            print("interrupted: rerun with --resume to continue", file=sys.stderr)
+            if sys.stdout.isatty():  # end the line a progress bar may have left open
+                print(file=sys.stdout, flush=True)
+            print(interrupted(command.__name__, kwargs), file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def interrupted(name: str, arguments: dict[str, Any]) -> str:
+    """What to say on Ctrl-C; for a training command, the command that continues it: the same
+    config and overrides, with --resume (and without --overwrite).
+
+    >>> print(interrupted("run", {"config": Path("my.yaml"), "overrides": ["name=a b"],
+    ...                           "resume": False, "overwrite": True, "quiet": False}))
+    interrupted; to continue where it stopped:
+      tlcli run my.yaml --set 'name=a b' --resume
+    """
+    if "resume" not in arguments:
+        return "interrupted"
+    words = ["tlcli", name, str(arguments["config"])]
+    for override in arguments["overrides"]:
+        words += ["--set", override]
+    words += ["--resume", *(["--quiet"] if arguments["quiet"] else [])]
+    return f"interrupted; to continue where it stopped:\n  {shlex.join(words)}"
+
+
+def at_least_one(value: int) -> int:
+    """Typer callback for a count option (--top-k, --batch-size)."""
+    if value < 1:
+        raise typer.BadParameter(f"expected 1 or more, got {value}")
+    return value
 
 
 def training_mode(resume: bool, overwrite: bool) -> str:

@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from tlcli.cli.app import QUIET, app, handle_errors, make_console
+from tlcli.cli.app import QUIET, app, at_least_one, handle_errors, make_console
 from tlcli.rundir import STAGES
 from tlcli.serve.formats import EXPORT_FORMATS, PREDICTION_FORMATS, QUANTIZE_MODES
 
@@ -41,20 +41,35 @@ def predict(
         show_default=False,
     ),
     stage: Stage | None = STAGE,
-    top_k: int = typer.Option(3, "--top-k", min=1, help="Labels to show per image."),
+    top_k: int = typer.Option(
+        3, "--top-k", metavar="N", callback=at_least_one, help="Labels to show per image."
+    ),
     output_format: PredictionFormat | None = typer.Option(
         None, "--format", help="table, csv or json (default: from --output's suffix, else table)."
     ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Write csv/json to this file (atomically), not stdout."
+        None,
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write csv/json to this file (atomically), not stdout.",
     ),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
+    batch_size: int = typer.Option(
+        32, "--batch-size", metavar="N", callback=at_least_one, help="Images per batch."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1 when any image cannot be read (default: exit 0)."
+    ),
     quiet: bool = QUIET,
 ) -> None:
-    """Top-k labels for each image; unreadable files are listed with their error."""
+    """Top-k labels for each image; unreadable files are listed with their error.
+
+    Exit 0 when at least one image was classified (unreadable ones are listed), 2 when none
+    could be, 1 with --strict when any could not be.
+    """
     from tlcli.serve.predict import predict_images
 
-    predict_images(
+    summary = predict_images(
         target,
         images,
         stage=stage,
@@ -64,6 +79,8 @@ def predict(
         batch_size=batch_size,
         console=make_console(quiet),
     )
+    if strict and summary.errors:
+        raise typer.Exit(1)
 
 
 @app.command(
@@ -73,7 +90,10 @@ def predict(
 @handle_errors
 def export_model(
     run_dir: Path = typer.Argument(
-        ..., metavar="RUN_DIR", help="The run directory.", show_default=False
+        ...,
+        metavar="RUN_DIR",
+        help="The run directory, or one of its stage folders (runs/x/unfreeze).",
+        show_default=False,
     ),
     export_format: ExportFormat = typer.Option(
         ..., "--format", help="keras, savedmodel or tflite.", show_default=False
@@ -83,7 +103,11 @@ def export_model(
         "none", "--quantize", help="TFLite only: none, dynamic, float16 or int8."
     ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Export folder (default: RUN_DIR/export/STAGE-FORMAT[-Q])."
+        None,
+        "--output",
+        "-o",
+        metavar="DIR",
+        help="Export folder (default: RUN_DIR/export/STAGE-FORMAT[-Q]).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
     quiet: bool = QUIET,

@@ -28,8 +28,6 @@ TargetStage = Literal[TARGET_STAGES]
 def _add_training_command(name: str, function: str, summary: str, example: str) -> None:
     """pretrain, finetune, unfreeze and run take the same options and differ in what they call."""
 
-    @app.command(name=name, help=summary, epilog=f"Example: {example}")
-    @handle_errors
     def command(
         config: Path = CONFIG,
         overrides: list[str] = SET,
@@ -41,6 +39,9 @@ def _add_training_command(name: str, function: str, summary: str, example: str) 
 
         mode = training_mode(resume, overwrite)
         getattr(stages, function)(load(config, overrides), mode, make_console(quiet))
+
+    command.__name__ = name  # the interrupt message names the command that continues it
+    app.command(name=name, help=summary, epilog=f"Example: {example}")(handle_errors(command))
 
 
 _add_training_command(

@@ -33,9 +33,13 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: config file not found")
     text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.load(text, Loader=StrictLoader) or {}
+        raw = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}{yaml_mark(exc)}: not valid YAML: {yaml_problem(exc)}") from None
+    if raw is None:
+        raise ConfigError(
+            f"{path}: the file is empty (a config needs at least data.train_dir and model.base)"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     raw.setdefault("name", path.stem)

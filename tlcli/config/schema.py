@@ -366,6 +366,18 @@ class UnfreezeConfig(FrozenCache, TrainStage):
         return self
 
 
+def _names_a_block(name: str, blocks: tuple[str, ...]) -> bool:
+    """A block of the base (`block5`), or a part of one (`block6a` of EfficientNet's block6).
+
+    >>> _names_a_block("block6a", ("block5", "block6")), _names_a_block("block5", ("block_5",))
+    (True, False)
+    """
+    return any(
+        name == block or (name.startswith(block) and not name[len(block)].isdigit())
+        for block in blocks
+    )
+
+
 class EvaluateConfig(Section):
     """Which split `evaluate` scores: auto = test when the data has one, else val."""
 
@@ -453,6 +465,15 @@ class Config(Section):
                         f"'{stopping.monitor}' needs validation data, and this stage has none",
                     )
         spec = BASES[self.model.base]
+        block = self.unfreeze.from_block if self.unfreeze is not None else None
+        if block is not None and not _names_a_block(block, spec.blocks):
+            hint = difflib.get_close_matches(block, spec.blocks, n=1)
+            did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
+            blocks = ", ".join(spec.blocks)
+            raise at(
+                "unfreeze.from_block",
+                f"no block '{block}' in {spec.name}; {did_you_mean}blocks: {blocks}",
+            )
         sizes = {"data.image_size": self.data.image_size}
         if self.pretrain is not None:
             sizes["pretrain.data.image_size"] = self.pretrain.data.image_size

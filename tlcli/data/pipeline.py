@@ -1,9 +1,16 @@
-"""tf.data pipelines over decoded images: shuffle, batch, augment, prefetch.
+"""tf.data pipelines over decoded images: order, batch, augment, prefetch, for any run of epochs.
 
 Images were decoded once into a uint8 array (see image_cache.py), so an epoch only gathers a
 batch of rows, converts it to float and augments it; nothing is decoded per image per epoch.
 Labels come one-hot (label smoothing needs them) and, with `class_weight: balanced`, each
 example carries a weight.
+
+A dataset covers a range of epochs, one after the other, and every random choice in it is a
+function of (seed, epoch, batch) alone: the order of an epoch and the cached view each example
+is served in come from a NumPy generator seeded with (seed, epoch), and the augmentation layers'
+generators are set from (their seed, batch number) before each batch. So epoch 7 is the same
+whether training started at epoch 0 or resumed at epoch 5 (`tlcli.train.fitting`), and the
+pipeline may run ahead across epoch boundaries without changing what it serves.
 
 >>> from pathlib import Path
 >>> pixels = np.zeros((10, 8, 8, 3), np.uint8)
@@ -12,15 +19,26 @@ example carries a weight.
 >>> images, onehot = next(iter(make_dataset(split, 2, 4, shuffle=True, seed=1)))
 >>> images.shape, images.dtype.name, onehot.shape
 (TensorShape([4, 8, 8, 3]), 'float32', TensorShape([4, 2]))
+>>> batches = EpochBatches(split, 2, 4, seed=1)
+>>> batches.steps, len(list(batches.dataset(first=2, last=4)))  # epochs 2 and 3, 3 batches each
+(3, 6)
 """
 
 from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from tlcli.config import AugmentConfig
 from tlcli.data.stage_data import DecodedSplit
+
+# Random draws one augmentation layer may make per batch: each batch's generator state starts
+# at batch_number * DRAWS_PER_BATCH, so batches never share random numbers.
+DRAWS_PER_BATCH = 64
 
 
 def make_dataset(
@@ -33,52 +51,54 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     class_weights: np.ndarray | None = None,
     views: int = 1,
+    epochs: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
-    """Batches of (float32 inputs, one-hot labels[, weights]) from a split's array.
+    """Batches of (float32 inputs, one-hot labels[, weights]) for epochs first..last-1.
 
     `split.pixels` is the decoded uint8 images, or cached features (feature_cache.py); with
     `views > 1` it holds several augmented views of each example, shaped (views, rows, ...), and
-    each example is served in a randomly chosen view each epoch.
+    each epoch serves each example in one of them, drawn at random.
     """
     rows = np.asarray(split.rows)
     labels = np.asarray(split.labels, dtype=np.int32)
     source = split.pixels
     sample_shape = tuple(source.shape[2:] if views > 1 else source.shape[1:])
+    steps = steps_per_epoch(len(rows), batch_size)
 
-    def gather(positions: np.ndarray, view_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @functools.lru_cache(maxsize=4)  # batches of one epoch are gathered in parallel threads
+    def epoch_plan(epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([seed % 2**63, epoch])
+        order = rng.permutation(len(rows)) if shuffle else np.arange(len(rows))
+        return order, rng.integers(0, views, len(rows))
+
+    def gather(number: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        epoch, batch = divmod(int(number), steps)
+        order, view_of = epoch_plan(epoch)
+        positions = order[batch * batch_size : (batch + 1) * batch_size]
+        view_ids = view_of[positions]
         # One read per batch from the memory map, in storage order (sequential on disk).
-        order = np.lexsort((rows[positions], view_ids))
-        positions, view_ids = positions[order], view_ids[order]
-        batch = source[view_ids, rows[positions]] if views > 1 else source[rows[positions]]
-        return np.ascontiguousarray(batch), labels[positions]
+        sort = np.lexsort((rows[positions], view_ids))
+        positions, view_ids = positions[sort], view_ids[sort]
+        batch_pixels = source[view_ids, rows[positions]] if views > 1 else source[rows[positions]]
+        return np.ascontiguousarray(batch_pixels), labels[positions]
 
-    def load(positions: tf.Tensor, view_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def load(number: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         batch, batch_labels = tf.numpy_function(
-            gather, [positions, view_ids], (tf.as_dtype(source.dtype), tf.int32)
+            gather, [number], (tf.as_dtype(source.dtype), tf.int32)
         )
         batch.set_shape([None, *sample_shape])
         batch_labels.set_shape([None])
-        return tf.cast(batch, tf.float32), tf.one_hot(batch_labels, num_classes)
+        return tf.cast(batch, tf.float32), tf.one_hot(batch_labels, num_classes), number
 
-    dataset = tf.data.Dataset.range(len(rows))
-    if shuffle:
-        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    # The random stream restarts each epoch but meets a new shuffle order, so every example
-    # sees a different view from epoch to epoch, deterministically for a given seed.
-    view_stream = tf.data.Dataset.random(seed=seed).map(lambda r: r % views)
-    dataset = tf.data.Dataset.zip(dataset, view_stream).batch(batch_size)
+    first, last = epochs
+    dataset = tf.data.Dataset.range(first * steps, last * steps)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     layers = augmentation_layers(augment, sample_shape[:2], seed) if augment else []
     if layers:
-
-        def augment_batch(images: tf.Tensor, onehot: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            for layer in layers:
-                images = layer(images, training=True)
-            return images, onehot
-
-        # One call at a time: the layers draw from seeded generators whose state would advance
-        # in whatever order parallel calls happen to run, and runs would not repeat.
-        dataset = dataset.map(augment_batch)
+        # One call at a time: the layers draw from generator variables, set for each batch.
+        dataset = dataset.map(_augmenter(layers))
+    else:
+        dataset = dataset.map(lambda inputs, onehot, number: (inputs, onehot))
     if class_weights is not None:
         weights = tf.constant(class_weights, tf.float32)
         dataset = dataset.map(
@@ -91,6 +111,60 @@ def make_dataset(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+@dataclass
+class EpochBatches:
+    """A split's training batches for any range of epochs: what fit() needs to start anywhere.
+
+    Shuffled, augmented and class-weighted as configured; epoch e is the same batches whichever
+    epoch the range starts at.
+    """
+
+    split: DecodedSplit
+    num_classes: int
+    batch_size: int
+    seed: int = 0
+    augment: AugmentConfig | None = None
+    class_weights: np.ndarray | None = None
+    views: int = 1
+
+    @property
+    def steps(self) -> int:
+        return steps_per_epoch(len(self.split), self.batch_size)
+
+    def dataset(self, first: int, last: int) -> tf.data.Dataset:
+        return make_dataset(
+            self.split,
+            self.num_classes,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            augment=self.augment,
+            class_weights=self.class_weights,
+            views=self.views,
+            epochs=(first, last),
+        )
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(examples / batch_size))
+
+
+def _augmenter(layers: list):
+    """A map function: set each layer's generator from the batch number, then augment."""
+    states = [variable for layer in layers for variable in layer.variables]  # seed generators
+    seeds = [int(np.asarray(state)[0]) for state in states]
+
+    def augment_batch(images: tf.Tensor, onehot: tf.Tensor, number: tf.Tensor):
+        counter = number * DRAWS_PER_BATCH
+        for state, seed in zip(states, seeds, strict=True):
+            state.assign(tf.stack([tf.constant(seed, state.dtype), tf.cast(counter, state.dtype)]))
+        for layer in layers:
+            images = layer(images, training=True)
+        return images, onehot
+
+    return augment_batch
 
 
 def inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:

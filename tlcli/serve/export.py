@@ -39,7 +39,7 @@ from tlcli import __version__
 from tlcli.console import Console
 from tlcli.errors import ConfigError, Remedy, RunError
 from tlcli.files import atomic_dir, write_json
-from tlcli.rundir import LABELS_FILE, RunDir, check_stage_name
+from tlcli.rundir import LABELS_FILE, STAGES, RunDir, check_stage_name
 from tlcli.runtime.startup import import_tensorflow, quiet_stderr
 from tlcli.serve.formats import ARTEFACTS, EXPORT_FORMATS, QUANTIZE_MODES
 from tlcli.serve.parity import (
@@ -88,7 +88,10 @@ def export_stage(
     overwrite: bool = False,
     console: Console | None = None,
 ) -> ExportResult:
-    """Export a finished stage of `run_dir` (default: the latest trained) and check it."""
+    """Export a finished stage of `run_dir` (default: the latest trained) and check it.
+
+    `run_dir` may also be a stage folder of a run (`runs/x/unfreeze`): that stage is exported.
+    """
     console = console or Console()
     run, stage = _check_request(run_dir, export_format, stage, quantize)
     folder = output or default_export_dir(run, stage, export_format, quantize)
@@ -111,12 +114,13 @@ def export_stage(
     with atomic_dir(folder) as tmp:
         job = _Job(model, reference, run.path, tmp, quantize, console)
         WRITERS[export_format](job)
-        shutil.copy2(reference.labels_file, tmp / LABELS_FILE)
+        shutil.copyfile(reference.labels_file, tmp / LABELS_FILE)
         checks = _check_export(job, export_format, sample, expected, details)
         size = _size(tmp / ARTEFACTS[export_format])
         write_json(
             tmp / "export.json", _metadata(stage, export_format, quantize, reference, checks)
         )
+    run.record_export(folder, stage)  # so that overwriting the stage can name it
     artefact = folder / ARTEFACTS[export_format]
     worst = max(checks.values(), key=lambda check: check.max_diff)
     console.result(
@@ -146,7 +150,8 @@ class _Job:
 
 def _write_keras(job: _Job) -> None:
     """The stage's model.keras as it is: it loads without tlcli (built-in layers only)."""
-    shutil.copy2(job.reference.path, job.folder / ARTEFACTS["keras"])
+    # copyfile, not copy2: the copy gets the exporting user's permissions, not the source's
+    shutil.copyfile(job.reference.path, job.folder / ARTEFACTS["keras"])
 
 
 def _write_savedmodel(job: _Job) -> None:
@@ -238,9 +243,15 @@ def _check_request(
         raise ConfigError(f"quantize '{quantize}' applies to the tflite format only")
     if stage is not None:
         check_stage_name(stage)
+    if run_dir.name in STAGES and (run_dir / "stage.json").is_file():  # a stage folder
+        if stage not in (None, run_dir.name):
+            raise ConfigError(f"{run_dir} is the {run_dir.name} stage, not {stage}")
+        run_dir, stage = run_dir.parent, run_dir.name
     run = RunDir(run_dir)
     if not run.path.is_dir() or not run.started_stages():
-        raise ConfigError(f"{run_dir}: not a run directory (no trained stage in it)")
+        raise ConfigError(
+            f"{run_dir}: not a run directory or stage folder (no trained stage in it)"
+        )
     return run, run.trained_stage(stage)
 
 

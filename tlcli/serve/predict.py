@@ -4,7 +4,8 @@ Images are named by files, folders (searched recursively) or glob patterns, expa
 not every shell does. They stream through in batches: images are decoded in a thread pool (with
 `tlcli.data.images.decode_image`, exactly as in training) ahead of the batch being predicted, its
 rows are written, and it is dropped, so thousands of images never sit in memory together. A file
-that cannot be read becomes a row with an error and the run goes on.
+that cannot be read becomes a row with an error and the run goes on; when no image at all could
+be classified, the rows are still written and a DataError says so (the CLI exits 2).
 
 Output formats:
 
@@ -46,7 +47,7 @@ import numpy as np
 
 from tlcli.console import Console
 from tlcli.data.images import DecodedImage, decode_image, list_files, map_in_threads
-from tlcli.errors import ConfigError
+from tlcli.errors import ConfigError, DataError
 from tlcli.files import atomic_path
 from tlcli.serve.formats import PREDICTION_FORMATS
 from tlcli.serve.predictor import Predictor, load_predictor
@@ -139,7 +140,8 @@ def predict_images(
 
     `target` is a run directory (`stage`, default the latest trained), a stage folder, a
     model.keras or model.tflite, or an export folder. `output_format` defaults to the suffix of
-    `output` (.csv, .json), else table.
+    `output` (.csv, .json), else table. Unreadable images are listed with their error; a
+    DataError when none could be classified.
     """
     console = console or Console()
     output_format = _resolve_format(output_format, output)
@@ -155,7 +157,7 @@ def predict_images(
     notice(f"model: {predictor.describe()}")
     if predictor.labels_file is None:
         console.warn(f"no {predictor.path.parent / 'labels.txt'}: labels are class indices")
-    errors = 0
+    failed: list[Prediction] = []
     # No progress bar while data streams to stdout: the bar would draw between the rows.
     progress_console = Console(quiet=True) if to_stdout else console
     with (
@@ -165,13 +167,18 @@ def predict_images(
     ):
         tick = start("predicting", len(sources))
         for prediction in iter_predictions(predictor, sources, top_k, batch_size, tick):
-            errors += prediction.error is not None
+            if prediction.error is not None:
+                failed.append(prediction)
             write(prediction)
-    if errors:
-        console.warn(f"{errors} of {len(sources)} image(s) could not be read: see their error")
+    if len(failed) == len(sources):
+        examples = "; ".join(f"{p.path}: {p.error}" for p in failed[:3])
+        more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+        raise DataError(f"no image could be classified ({examples}{more})")
+    if failed:
+        console.warn(f"{len(failed)} of {len(sources)} image(s) could not be read: see their error")
     destination = f" -> {output}" if output else ""
-    notice(f"{len(sources) - errors} of {len(sources)} image(s) classified{destination}")
-    return PredictSummary(len(sources), errors, predictor.path, output)
+    notice(f"{len(sources) - len(failed)} of {len(sources)} image(s) classified{destination}")
+    return PredictSummary(len(sources), len(failed), predictor.path, output)
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tlcli.config import AugmentConfig, Config, DataConfig, TrainStage
-from tlcli.console import Console
+from tlcli.console import Console, plural, shown_path
 from tlcli.data.stage_data import DecodedSplit, StageData
 from tlcli.files import atomic_path
 from tlcli.rundir import TARGET_STAGES, RunDir
@@ -69,21 +68,22 @@ class StageResult:
 
 def train_and_save(job: StageJob, model) -> StageResult:
     """Compile, fit (on cached frozen outputs when that pays), save the whole model."""
+    from tlcli.data.pipeline import steps_per_epoch
     from tlcli.model.optimizers import compile_for_stage
     from tlcli.train.fitting import fit_stage
 
     inputs = training_inputs(job, model)
-    steps = max(1, math.ceil(len(job.data.splits["train"]) / job.data_cfg.batch_size))
+    steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
     with model_scope(job.cfg.run):
         compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
-    train_ds, val_ds = _datasets(job, inputs)
+    train, val_ds = _datasets(job, inputs)
     if is_chief():
         begin_stage(job.run, job.name, job.cfg)
     runtime = describe_runtime(job.cfg.run, inputs.model)
     job.console.info(runtime_line(runtime))
     outcome = fit_stage(
         inputs.model,
-        train_ds,
+        train,
         val_ds,
         job.settings,
         write_path(job.stage_dir),
@@ -97,9 +97,10 @@ def train_and_save(job: StageJob, model) -> StageResult:
         end_stage(job, outcome, inputs.cache, runtime)
     wait_for_workers()  # the next stage, on any worker, reads what the chief wrote
     val_accuracy = outcome.final.get("val_accuracy")
+    model_path = shown_path(job.run.model_path(job.name))
     job.console.result(
-        f"{job.name}: {outcome.epochs_done} epochs in {outcome.seconds:.0f}s, "
-        f"val accuracy {format_accuracy(val_accuracy)} -> {job.run.model_path(job.name)}"
+        f"{job.name}: {plural(outcome.epochs_done, 'epoch')} in {outcome.seconds:.0f}s, "
+        f"val accuracy {format_accuracy(val_accuracy)} -> {model_path}"
     )
     return StageResult(
         job.name, job.run.model_path(job.name), False, outcome.epochs_done, outcome.seconds,
@@ -151,8 +152,8 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
 
 
 def _datasets(job: StageJob, inputs: TrainingInputs):
-    """The training dataset (shuffled, augmented, class-weighted) and the validation one."""
-    from tlcli.data.pipeline import balanced_class_weights, make_dataset
+    """The training batches (shuffled, augmented, class-weighted) and the validation dataset."""
+    from tlcli.data.pipeline import EpochBatches, balanced_class_weights, make_dataset
 
     splits, batch = inputs.splits, job.data_cfg.batch_size
     weights = (
@@ -160,18 +161,17 @@ def _datasets(job: StageJob, inputs: TrainingInputs):
         if job.data_cfg.class_weight == "balanced"
         else None
     )
-    train_ds = make_dataset(
+    train = EpochBatches(
         splits["train"],
         job.data.num_classes,
         batch,
-        shuffle=True,
         seed=job.cfg.seed,
         augment=inputs.augment,
         class_weights=weights,
         views=inputs.views,
     )
     val_ds = make_dataset(splits["val"], job.data.num_classes, batch) if "val" in splits else None
-    return train_ds, val_ds
+    return train, val_ds
 
 
 def format_accuracy(value: float | None) -> str:

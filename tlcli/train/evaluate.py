@@ -5,6 +5,8 @@
 ...                              "model": {"base": "vgg16"}})
 >>> evaluation_split(cfg)
 'test'
+>>> split_file(cfg, "test", "metrics.json"), split_file(cfg, "train", "confusion_matrix.png")
+('metrics.json', 'confusion_matrix-train.png')
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from tlcli.train.prepare import start_stage_work
 
 
 def evaluate(cfg: Config, stage: str | None = None, console: Console | None = None) -> dict:
-    """Score a trained stage on `evaluate.split`; write metrics.json and confusion_matrix.png."""
+    """Score a trained stage on `evaluate.split`; write metrics.json and confusion_matrix.png
+    (named for the split when it is not the default one: see `split_file`)."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
     stage = run.trained_stage(stage)
@@ -50,10 +53,11 @@ def evaluate(cfg: Config, stage: str | None = None, console: Console | None = No
         seconds=round(time.time() - data.started_at, 2),
     )
     if is_chief():
-        write_json(run.stage_dir(stage) / "metrics.json", metrics)
+        folder = run.stage_dir(stage)
+        write_json(folder / split_file(cfg, split_name, "metrics.json"), metrics)
         plot_confusion(
             metrics,
-            run.stage_dir(stage) / "confusion_matrix.png",
+            folder / split_file(cfg, split_name, "confusion_matrix.png"),
             f"{cfg.name}: {stage}, {split_name}",
         )
     console.table(
@@ -64,11 +68,21 @@ def evaluate(cfg: Config, stage: str | None = None, console: Console | None = No
     return metrics
 
 
-def evaluation_split(cfg: Config) -> str:
-    """`evaluate.split`; auto is test when the data has a test split, else val."""
-    if cfg.evaluate.split != "auto":
-        return cfg.evaluate.split
+def evaluation_split(cfg: Config, split: str | None = None) -> str:
+    """`split` (default: `evaluate.split`); auto is test when the data has one, else val."""
+    split = split or cfg.evaluate.split
+    if split != "auto":
+        return split
     return "test" if (cfg.data.test_dir or cfg.data.test_split) else "val"
+
+
+def split_file(cfg: Config, split: str, filename: str) -> str:
+    """`filename` for the split `evaluate.split: auto` picks; for another split, its name is
+    added (metrics-train.json), so scoring another split never replaces the default's files."""
+    if split == evaluation_split(cfg, "auto"):
+        return filename
+    stem, dot, suffix = filename.partition(".")
+    return f"{stem}-{split}{dot}{suffix}"
 
 
 def check_labels(run: RunDir, stage: str, classes: list[str]) -> None:

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from tlcli.config import AugmentConfig, DataConfig
+from tlcli.console import plural
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit, StageData
 from tlcli.files import atomic_path, write_json
@@ -83,7 +84,7 @@ def plan_cache(
     cached_passes, plain_passes = views * train + val, stage_cfg.epochs * (train + val)
     if stage_cfg.cache == "auto" and cached_passes >= plain_passes:
         return CachePlan(
-            None, 1, f"feature cache off: {stage_cfg.epochs} epoch(s) would not repay it"
+            None, 1, f"feature cache off: {plural(stage_cfg.epochs, 'epoch')} would not repay it"
         )
     size = 4 * int(np.prod(split.bottom.output_shape[1:])) * cached_passes
     free = shutil.disk_usage(cache_dir if cache_dir.exists() else cache_dir.parent).free
@@ -193,7 +194,8 @@ def _key(
         "split": split.key,
         "views": views,
         "augment": augment.model_dump() if augment is not None else None,
-        "seed": seed if (augment is not None and views > 1) else None,
+        # augmented views: their random draws, and how they are made from the seed (per batch)
+        "seed": [seed, "per-batch"] if (augment is not None and views > 1) else None,
         "chunk": FEATURE_CHUNK,
     }
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Fit one stage with Keras callbacks, so that a killed stage resumes where it stopped.
+"""Fit one stage with Keras callbacks, so that a killed stage resumes exactly where it stopped.
 
 Callbacks: `EpochBackup` (below), CSVLogger (history.csv), TensorBoard (logs/), EarlyStopping
 when configured. Keras' BackupAndRestore writes its weights file in place and its epoch counter
@@ -7,17 +7,27 @@ saves the same state (weights and optimizer variables) under a name that carries
 moves it into place atomically, and `resume_point` reads it back before fit() starts. history.csv
 is cut back to the restored epoch, so it stays continuous whatever the moment of the kill.
 
+A resumed stage ends as an uninterrupted one would, to the last bit on the same machine:
+
+- the data of each epoch (order, cached view, augmentation) is a function of (seed, epoch), so
+  fit() starts the training batches at the resumed epoch (`tlcli.data.pipeline.EpochBatches`);
+- the states of the model's random generators (Dropout's `SeedGenerator`s, which
+  `save_weights` leaves out) go into the backup file too, and are restored with the weights;
+- early stopping replays the finished epochs from history.csv, and the backup of its best epoch
+  is kept, so that `restore_best_weights` restores the same weights.
+
 >>> import tempfile
->>> import numpy as np
 >>> from tlcli.config import FinetuneConfig
+>>> from tlcli.data.pipeline import EpochBatches
+>>> from tlcli.data.stage_data import DecodedSplit
 >>> keras.utils.set_random_seed(0)
 >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
 >>> model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
->>> import tensorflow as tf
->>> x, y = np.random.rand(16, 4), np.eye(2)[np.arange(16) % 2]
->>> batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+>>> features = np.random.rand(16, 4).astype(np.float32)
+>>> split = DecodedSplit("train", "train_dir", features, np.arange(16), np.arange(16) % 2, [])
 >>> stage_dir = Path(tempfile.mkdtemp())
->>> outcome = fit_stage(model, batches, None, FinetuneConfig(epochs=2), stage_dir, verbose=0)
+>>> outcome = fit_stage(model, EpochBatches(split, 2, 8), None, FinetuneConfig(epochs=2),
+...                     stage_dir, verbose=0)
 >>> outcome.epochs_done, sorted(p.name for p in stage_dir.iterdir())
 (2, ['backup', 'history.csv', 'logs'])
 """
@@ -26,59 +36,111 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import keras
+import numpy as np
 
 from tlcli.config import TrainStage
+from tlcli.data.pipeline import EpochBatches
 from tlcli.files import atomic_path, read_csv_rows, write_csv_rows
 from tlcli.runtime.distribute import same_on_all_workers
 
 BACKUP_PATTERN = re.compile(r"epoch-(\d+)\.weights\.h5$")
+RANDOM_STATES = "tlcli_random_states"  # the dataset in a backup file that save_weights leaves out
+
+
+def backup_path(backup_dir: Path, epochs_done: int) -> Path:
+    return backup_dir / f"epoch-{epochs_done:05d}.weights.h5"
+
+
+def random_states(model: keras.Model) -> list:
+    """The model's random generator states: in `variables`, not in `weights` (Keras 3)."""
+    weights = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
 
 
 class EpochBackup(keras.callbacks.Callback):
-    """After each epoch, save weights and optimizer state to backup/epoch-N.weights.h5."""
+    """After each epoch, save weights, optimizer and random states to backup/epoch-N.weights.h5.
 
-    def __init__(self, backup_dir: Path) -> None:
+    The backups of older epochs are deleted, except the one `keep()` names (the best epoch, when
+    early stopping will restore it).
+    """
+
+    def __init__(self, backup_dir: Path, keep: Callable[[], int | None] = lambda: None) -> None:
         super().__init__()
         self.backup_dir = backup_dir
+        self.keep = keep
+        self.seconds = 0.0  # spent saving backups: the price of resuming
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        target = self.backup_dir / f"epoch-{epoch + 1:05d}.weights.h5"
+        started = time.perf_counter()
+        target = backup_path(self.backup_dir, epoch + 1)
         with atomic_path(target) as tmp:
             self.model.save_weights(tmp)
+            states = [keras.ops.convert_to_numpy(state) for state in random_states(self.model)]
+            if states:
+                with h5py.File(tmp, "a") as backup:
+                    backup.create_dataset(RANDOM_STATES, data=np.stack(states))
+        kept = {target}
+        if (best := self.keep()) is not None:
+            kept.add(backup_path(self.backup_dir, best))
         for older in self.backup_dir.glob("epoch-*.weights.h5"):
-            if older != target:
+            if older not in kept:
                 older.unlink()
+        self.seconds += time.perf_counter() - started
 
 
-def resume_point(model: keras.Model, backup_dir: Path) -> int:
-    """Load the newest backup into a compiled model; returns the number of finished epochs."""
-    backups = sorted(
-        (int(m.group(1)), p)
+def newest_backup(backup_dir: Path) -> int:
+    """The number of epochs the newest backup in `backup_dir` holds; 0 without one."""
+    numbers = [
+        int(m.group(1))
         for p in backup_dir.glob("epoch-*.weights.h5")
         if (m := BACKUP_PATTERN.search(p.name))
-    )
-    if not backups:
-        return 0
-    epochs_done, path = backups[-1]
+    ]
+    return max(numbers, default=0)
+
+
+def load_backup(model: keras.Model, path: Path) -> None:
+    """Weights, optimizer state and random generator states from a backup, into `model`."""
     if model.optimizer is not None and not model.optimizer.built:
         # so its variables can be restored; under tf.distribute they must be created in scope
         with model.distribute_strategy.scope():
             model.optimizer.build(model.trainable_variables)
     model.load_weights(path)
+    with h5py.File(path, "r") as backup:
+        saved = backup[RANDOM_STATES][()] if RANDOM_STATES in backup else []
+    states = random_states(model)
+    if len(saved) == len(states):  # a backup from before random states were kept: skip them
+        for state, value in zip(states, saved, strict=True):
+            state.assign(value)
+
+
+def resume_point(model: keras.Model, backup_dir: Path) -> int:
+    """Load the newest backup into a compiled model; returns the number of finished epochs."""
+    epochs_done = newest_backup(backup_dir)
+    if epochs_done:
+        load_backup(model, backup_path(backup_dir, epochs_done))
     return epochs_done
+
+
+def finished_rows(history_csv: Path, epochs_done: int) -> list[dict[str, str]]:
+    """The rows of history.csv for the first `epochs_done` epochs (those a backup holds)."""
+    return _finished(read_csv_rows(history_csv), epochs_done)
 
 
 def trim_history(history_csv: Path, epochs_done: int) -> None:
     """Keep only the rows of finished (backed-up) epochs: a resumed run appends after them."""
     rows = read_csv_rows(history_csv)
-    if not rows:
-        return
-    columns = list(rows[0])
-    kept = [
+    if rows:
+        write_csv_rows(history_csv, _finished(rows, epochs_done), list(rows[0]))
+
+
+def _finished(rows: list[dict[str, str]], epochs_done: int) -> list[dict[str, str]]:
+    return [
         row
         for row in rows
         if None not in row
@@ -86,7 +148,40 @@ def trim_history(history_csv: Path, epochs_done: int) -> None:
         and row["epoch"].isdigit()
         and int(row["epoch"]) < epochs_done
     ]
-    write_csv_rows(history_csv, kept, columns)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that carries on from the epochs finished before a resume."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._replayed = False
+
+    def replay(
+        self, model: keras.Model, rows: list[dict[str, str]], best_weights: Callable[[int], list]
+    ) -> bool:
+        """Feed the finished epochs' logged values to the rule, as fit() did; True when it
+        stopped training already. `best_weights(epoch)` gives the weights after that epoch."""
+        self.set_model(model)
+        super().on_train_begin()
+        restore, self.restore_best_weights = self.restore_best_weights, False
+        for row in rows:
+            logs = {self.monitor: float(row[self.monitor])} if row.get(self.monitor) else {}
+            super().on_epoch_end(int(row["epoch"]), logs)
+        self.restore_best_weights = restore
+        if restore and self.best is not None:
+            self.best_weights = best_weights(self.best_epoch + 1)
+        model.stop_training = False
+        self._replayed = True
+        return self.stopped_epoch > 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self._replayed:
+            super().on_train_begin(logs)
+
+    def kept_backup(self) -> int | None:
+        """The backup to keep for `restore_best_weights`: that of the best epoch so far."""
+        return self.best_epoch + 1 if self.restore_best_weights and self.best is not None else None
 
 
 class FirstBatchClock(keras.callbacks.Callback):
@@ -109,11 +204,12 @@ class FitOutcome:
     seconds: float
     final: dict[str, float]  # the last epoch's logs
     first_batch_at: float | None = None  # time.time() of the first training batch
+    backup_seconds: float = 0.0  # of `seconds`, spent saving the per-epoch backups
 
 
 def fit_stage(
     model: keras.Model,
-    train_ds,
+    train: EpochBatches,
     val_ds,
     stage: TrainStage,
     stage_dir: Path,
@@ -128,49 +224,93 @@ def fit_stage(
     backup_dir = stage_dir / "backup"
     history_csv = stage_dir / "history.csv"
     stage_dir.mkdir(parents=True, exist_ok=True)  # CSVLogger opens history.csv in it
-    source = resume_from or backup_dir
-    initial_epoch = same_on_all_workers(resume_point(model, source), f"the backup in {source}")
-    if initial_epoch:
-        trim_history(history_csv, initial_epoch)
-    elif history_csv.exists():
-        history_csv.unlink()
+    early = _early_stopping(stage, val_ds is not None)
+    initial_epoch, rows, last_epoch = _resume(
+        model, resume_from or backup_dir, history_csv, early, stage.epochs
+    )
     clock = FirstBatchClock()
+    backup = EpochBackup(backup_dir, keep=early.kept_backup if early else lambda: None)
+    # In this order: the epoch's row is in history.csv before its backup exists (a resume cuts
+    # rows back to the backup), and EarlyStopping has judged the epoch before the backup keeps
+    # its best one.
     callbacks: list[keras.callbacks.Callback] = [
         clock,
-        EpochBackup(backup_dir),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
+        *([early] if early else []),
+        backup,
         keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
     ]
-    early = None
-    if stage.early_stopping is not None and (
-        val_ds is not None or "val_" not in stage.early_stopping.monitor
-    ):
-        early = keras.callbacks.EarlyStopping(
-            monitor=stage.early_stopping.monitor,
-            patience=stage.early_stopping.patience,
-            min_delta=stage.early_stopping.min_delta,
-            restore_best_weights=stage.early_stopping.restore_best_weights,
-            mode="max" if "accuracy" in stage.early_stopping.monitor else "min",
-        )
-        callbacks.append(early)
     started = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=stage.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the dataset shuffles itself; Keras warns when asked to
-    )
+    epochs_run: list[int] = []
+    final: dict[str, float] = {}
+    if last_epoch > initial_epoch:
+        history = model.fit(
+            train.dataset(initial_epoch, last_epoch),
+            steps_per_epoch=train.steps,
+            validation_data=val_ds,
+            epochs=last_epoch,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the dataset orders itself; Keras warns when asked to shuffle it
+        )
+        epochs_run = history.epoch
+        final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    elif early is not None:
+        early.on_train_end()  # it had stopped before the kill: end with its best weights
+    if not final and rows:  # nothing left to train: the last epoch trained before the resume
+        final = {k: float(v) for k, v in rows[-1].items() if k != "epoch"}
     seconds = time.perf_counter() - started
-    final = {k: float(v[-1]) for k, v in history.history.items() if v}
-    epochs_done = initial_epoch + len(history.epoch)
     return FitOutcome(
-        epochs_done=epochs_done,
+        epochs_done=initial_epoch + len(epochs_run),
         resumed_from=initial_epoch,
         stopped_early=bool(early is not None and early.stopped_epoch > 0),
         seconds=seconds,
         final=final,
         first_batch_at=clock.at,
+        backup_seconds=backup.seconds,
+    )
+
+
+def _resume(
+    model: keras.Model,
+    source: Path,
+    history_csv: Path,
+    early: ResumableEarlyStopping | None,
+    epochs: int,
+) -> tuple[int, list[dict[str, str]], int]:
+    """Restore the newest backup in `source`, cut history.csv back to it, and replay early
+    stopping; returns (epochs done, their history rows, the epoch to train up to)."""
+    initial_epoch = same_on_all_workers(newest_backup(source), f"the backup in {source}")
+    # The chief's history, beside its backups: every worker replays the same epochs.
+    rows = finished_rows(source.parent / "history.csv", initial_epoch) if initial_epoch else []
+    if initial_epoch:
+        trim_history(history_csv, initial_epoch)
+    elif history_csv.exists():
+        history_csv.unlink()
+    if early is not None and initial_epoch:
+
+        def best_weights(epochs_done: int) -> list | None:
+            path = backup_path(source, epochs_done)
+            if not path.is_file():
+                return None
+            load_backup(model, path)
+            return model.get_weights()
+
+        if early.replay(model, rows, best_weights):
+            epochs = initial_epoch  # it had stopped: nothing left to train
+    resume_point(model, source)
+    return initial_epoch, rows, epochs
+
+
+def _early_stopping(stage: TrainStage, has_val: bool) -> ResumableEarlyStopping | None:
+    settings = stage.early_stopping
+    if settings is None or (not has_val and "val_" in settings.monitor):
+        return None
+    return ResumableEarlyStopping(
+        monitor=settings.monitor,
+        patience=settings.patience,
+        min_delta=settings.min_delta,
+        restore_best_weights=settings.restore_best_weights,
+        mode="max" if "accuracy" in settings.monitor else "min",
     )

@@ -20,9 +20,21 @@ from tlcli.files import atomic_path, read_csv_rows
 def plot_curves(history_csv: Path, target: Path, title: str) -> None:
     """Loss and accuracy per epoch, train and validation, from history.csv."""
     rows = read_csv_rows(history_csv)
-    if not rows:
-        return
+    if rows:
+        _save(curves_figure(rows, title), target)
+
+
+def curves_figure(rows: list[dict[str, str]], title: str):
+    """The figure of `plot_curves`: epochs from 1, on whole-number ticks only.
+
+    >>> figure = curves_figure([{"epoch": "0", "loss": "1.2"}, {"epoch": "1", "loss": "0.9"}], "")
+    >>> figure.canvas.draw()
+    >>> [label.get_text() for label in figure.axes[0].get_xticklabels() if "." in label.get_text()]
+    []
+    """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [int(r["epoch"]) + 1 for r in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
@@ -31,12 +43,14 @@ def plot_curves(history_csv: Path, target: Path, title: str) -> None:
             if key in rows[0]:
                 axis.plot(epochs, [float(r[key]) for r in rows], style, label=key, markersize=3)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         axis.set_title(metric)
         axis.grid(alpha=0.3)
-        axis.legend()
+        if axis.lines:
+            axis.legend()
     figure.suptitle(title)
     figure.tight_layout()
-    _save(figure, target)
+    return figure
 
 
 def plot_confusion(metrics: dict, target: Path, title: str) -> None:

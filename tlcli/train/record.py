@@ -43,6 +43,7 @@ def end_stage(
                 "data_seconds": round(job.data.seconds, 2),
                 "cache_seconds": cache.get("seconds", 0.0),
                 "fit_seconds": round(outcome.seconds, 2),
+                "backup_seconds": round(outcome.backup_seconds, 2),
                 "first_batch_at": outcome.first_batch_at,
                 "stage_started_at": job.data.started_at,
                 "stage_finished_at": time.time(),

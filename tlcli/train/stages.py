@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlcli.config import Config, TrainStage, stage_fingerprint
-from tlcli.console import Console
+from tlcli.console import Console, plural, shown_path
 from tlcli.errors import ConfigError, Remedy
-from tlcli.rundir import STAGES, TARGET_STAGES, Mode, RunDir
+from tlcli.rundir import STAGES, TARGET_STAGES, Mode, Removed, RunDir
 from tlcli.runtime.precision import follow_policy
 from tlcli.runtime.scope import model_scope
 from tlcli.train.core import StageJob, StageResult, format_accuracy, train_and_save
@@ -36,7 +36,9 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     if cfg.pretrain is None:
         raise ConfigError(f"{cfg.source}: pretrain: the config has no pretrain section")
     run = RunDir(cfg.run_dir)
-    if not run.check_stage("pretrain", mode, stage_fingerprint(cfg, "pretrain")):
+    if not run.check_stage(
+        "pretrain", mode, stage_fingerprint(cfg, "pretrain"), _say_removed(console)
+    ):
         return _skipped(run, "pretrain", console)
     data = start_stage_work(cfg, run, "pretrain", console)
     data_cfg = cfg.stage_data("pretrain")
@@ -67,7 +69,9 @@ def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     run = RunDir(cfg.run_dir)
     if "pretrain" in (cfg.model.weights, cfg.model.head):
         run.check_upstream("finetune", "pretrain", stage_fingerprint(cfg, "pretrain"))
-    if not run.check_stage("finetune", mode, stage_fingerprint(cfg, "finetune")):
+    if not run.check_stage(
+        "finetune", mode, stage_fingerprint(cfg, "finetune"), _say_removed(console)
+    ):
         return _skipped(run, "finetune", console)
     data = start_stage_work(cfg, run, "finetune", console)
 
@@ -103,7 +107,9 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
         raise ConfigError(f"{cfg.source}: unfreeze: the config has no unfreeze section")
     run = RunDir(cfg.run_dir)
     run.check_upstream("unfreeze", "finetune", stage_fingerprint(cfg, "finetune"))
-    if not run.check_stage("unfreeze", mode, stage_fingerprint(cfg, "unfreeze")):
+    if not run.check_stage(
+        "unfreeze", mode, stage_fingerprint(cfg, "unfreeze"), _say_removed(console)
+    ):
         return _skipped(run, "unfreeze", console)
     data = start_stage_work(cfg, run, "unfreeze", console)
     check_labels(run, "finetune", data.classes)
@@ -151,9 +157,7 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
             ),
         )
     if mode == "overwrite":
-        removed = run.remove_stages(list(STAGES))
-        if removed:
-            console.info(f"overwriting {run.path}: removed {', '.join(removed)}")
+        _say_removed(console)(run.remove_stages(list(STAGES)))
         mode = "new"
     results = [STAGE_FUNCTIONS[stage](cfg, mode, console) for stage in cfg.defined_stages()]
     summary = []
@@ -169,9 +173,27 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
                 ]
             )
     console.table(
-        f"{cfg.name}: summary ({run.path})", ["stage", "val acc", "eval acc", "split"], summary
+        f"{cfg.name}: summary ({shown_path(run.path)})",
+        ["stage", "val acc", "eval acc", "split"],
+        summary,
     )
     return results
+
+
+def _say_removed(console: Console):
+    """Says what overwriting removed, and which exports elsewhere it left as they were."""
+
+    def tell(removed: Removed) -> None:
+        gone = removed.stages + [shown_path(folder) for folder in removed.exports]
+        if gone:
+            console.info(f"overwrite: removed {', '.join(gone)}")
+        for folder in removed.left_elsewhere:
+            console.warn(
+                f"{shown_path(folder)} holds an export of a removed stage: left as it is "
+                "(export again, with overwrite, to replace it)"
+            )
+
+    return tell
 
 
 def _skipped(run: RunDir, stage: str, console: Console) -> StageResult:
@@ -194,5 +216,5 @@ def _describe(job: StageJob, weights: str) -> str:
     )
     return (
         f"{job.cfg.model.base} (from {weights_name}) · {job.data.num_classes} classes · {sizes} · "
-        f"{settings.epochs} epochs"
+        f"{plural(settings.epochs, 'epoch')}"
     )
