@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import onnx
 import pytest
 from conftest import words
 from typer.testing import CliRunner
@@ -28,12 +29,20 @@ EXPORTS = {
     "tflite-dynamic": ("tflite", "dynamic"),
     "tflite-float16": ("tflite", "float16"),
     "tflite-int8": ("tflite", "int8"),
+    "onnx": ("onnx", "none"),
+    "onnx-dynamic": ("onnx", "dynamic"),
 }
 FRESH_FILES = ("pixels.npy", "exports.json", "results.npz")
-ARTEFACTS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
+ARTEFACTS = {
+    "keras": "model.keras",
+    "savedmodel": "saved_model",
+    "tflite": "model.tflite",
+    "onnx": "model.onnx",
+}
 
 # Runs in `python -I -S`: no PYTHON* variables, no user site, no .pth files (so not the
-# editable install's finder), the venv's site-packages added by hand. Only TF, Keras, NumPy.
+# editable install's finder), the venv's site-packages added by hand. Only TF, Keras, NumPy,
+# and ONNX Runtime for the ONNX files.
 FRESH_PROCESS = r"""
 import json, sys
 from pathlib import Path
@@ -67,6 +76,15 @@ for name, folder in json.loads(Path(exports_file).read_text()).items():
         np.testing.assert_allclose(floats["probabilities"].numpy(), probabilities, atol=1e-6)
         top = [labels[i] for i in probabilities.argmax(axis=1)]
         assert [label.decode() for label in served["labels"].numpy()] == top, name
+    elif (folder / "model.onnx").is_file():
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(folder / "model.onnx"))
+        assert [i.name for i in session.get_inputs()] == ["image"], name
+        assert [o.name for o in session.get_outputs()] == ["probabilities"], name
+        metadata = session.get_modelmeta().custom_metadata_map
+        assert json.loads(metadata["labels"]) == labels, name
+        (probabilities,) = session.run(None, {"image": pixels.astype(np.float32)})
     else:
         interpreter = tf.lite.Interpreter(model_path=str(folder / "model.tflite"))
         image = interpreter.get_input_details()[0]
@@ -114,6 +132,22 @@ def test_each_export_passes_its_own_check(exports, trained_run, name):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "temp folders"
 
 
+def test_onnx_dynamic_export_is_smaller_and_computes_in_integers(exports, trained_run, cli):
+    assert exports["onnx-dynamic"].exit_code == 0
+    dynamic = trained_run / "export" / "finetune-onnx-dynamic" / "model.onnx"
+    float32 = trained_run / "export" / "finetune-onnx" / "model.onnx"
+    assert dynamic.stat().st_size < float32.stat().st_size / 3
+    operators = {node.op_type for node in onnx.load(str(dynamic)).graph.node}
+    assert {"ConvInteger", "DynamicQuantizeLinear"} <= operators, operators
+    assert "ConvInteger" not in {node.op_type for node in onnx.load(str(float32)).graph.node}
+
+    # Exporting again to the same folder is refused before anything is converted.
+    before = dynamic.stat().st_mtime_ns
+    again = cli("export", trained_run, "--format", "onnx", "--quantize", "dynamic")
+    assert again.exit_code == 2 and "already exists; use --overwrite" in words(again.output)
+    assert dynamic.stat().st_mtime_ns == before
+
+
 def test_int8_export_holds_integer_weights_and_is_smaller(exports, trained_run):
     assert exports["tflite-int8"].exit_code == 0
     int8 = trained_run / "export" / "finetune-tflite-int8" / "model.tflite"
@@ -158,9 +192,10 @@ def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained
 def test_predict_reads_savedmodel_and_tflite_exports(exports, trained_run, cli):
     images = sorted((trained_run.parent.parent / "data" / "test" / "disc").iterdir())
     predictions = {}
-    for name in ("keras", "savedmodel", "tflite-int8"):
+    for name in ("keras", "savedmodel", "tflite-int8", "onnx/model.onnx"):
         target = trained_run / "export" / f"finetune-{name}"
         result = cli("predict", target, *images, "--format", "json")
+        name = name.split("/")[0]
         assert result.exit_code == 0, result.output
         predictions[name] = [
             {p["label"]: p["probability"] for p in item["predictions"]}
@@ -172,6 +207,8 @@ def test_predict_reads_savedmodel_and_tflite_exports(exports, trained_run, cli):
         for name, rows in predictions.items()
     }
     np.testing.assert_allclose(table["savedmodel"], table["keras"], atol=1e-5)
+    np.testing.assert_allclose(table["onnx"], table["keras"], atol=1e-4)
+    assert (table["onnx"].argmax(axis=1) == table["keras"].argmax(axis=1)).all()
     assert compare(table["keras"], table["tflite-int8"], TOLERANCES["int8"]).passed
 
 
@@ -201,16 +238,20 @@ def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "onnx"], "'onnx' is not one of 'keras', 'savedmodel', 'tflite'"),
+        (["--format", "pb"], "'pb' is not one of 'keras', 'savedmodel', 'tflite', 'onnx'"),
         (["--format", "keras", "--quantize", "int8"], "applies to the tflite format only"),
+        (["--format", "onnx", "--quantize", "int8"], "tflite format only; onnx takes none or"),
+        (["--format", "onnx", "--quantize", "float16"], "tflite format only; onnx takes none"),
+        (["--format", "savedmodel", "--quantize", "dynamic"], "the tflite and onnx formats only"),
         (["--format", "tflite", "--quantize", "int4"], "'int4' is not one of"),
         (["--format", "keras", "--stage", "unfreeze"], "no finished unfreeze stage"),
     ],
 )
-def test_export_usage_errors(trained_run, cli, args, message):
-    result = cli("export", trained_run, *args)
+def test_export_usage_errors(trained_run, cli, args, message, tmp_path):
+    result = cli("export", trained_run, *args, "--output", tmp_path / "exported")
     assert result.exit_code == 2
     assert message in words(result.output)
+    assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_export_needs_a_run_directory(cli, tmp_path):
