@@ -8,30 +8,16 @@ import os
 import subprocess
 import sys
 import sysconfig
-from pathlib import Path
 
 import keras
 import numpy as np
 import onnx
 import pytest
-from conftest import words
-from typer.testing import CliRunner
+from conftest import EXPORTS, words
 
-from tlcli.cli import app
 from tlcli.data.images import decode_image
 from tlcli.serve.parity import TOLERANCES, Tolerance, compare, non_integer_layers
 
-# name (also the default folder suffix) -> (--format, --quantize)
-EXPORTS = {
-    "keras": ("keras", "none"),
-    "savedmodel": ("savedmodel", "none"),
-    "tflite": ("tflite", "none"),
-    "tflite-dynamic": ("tflite", "dynamic"),
-    "tflite-float16": ("tflite", "float16"),
-    "tflite-int8": ("tflite", "int8"),
-    "onnx": ("onnx", "none"),
-    "onnx-dynamic": ("onnx", "dynamic"),
-}
 FRESH_FILES = ("pixels.npy", "exports.json", "results.npz")
 ARTEFACTS = {
     "keras": "model.keras",
@@ -100,18 +86,6 @@ np.savez(results_file, **results)
 assert not [m for m in sys.modules if m.split(".")[0] == "tlcli"]
 print("ok")
 """
-
-
-@pytest.fixture(scope="module")
-def exports(trained_run: Path) -> dict[str, object]:
-    """Every format and quantize mode, each exported once through the CLI to its default folder."""
-    runner = CliRunner()
-    return {
-        name: runner.invoke(
-            app, ["export", str(trained_run), "--format", fmt, "--quantize", quantize]
-        )
-        for name, (fmt, quantize) in EXPORTS.items()
-    }
 
 
 @pytest.mark.parametrize("name", EXPORTS)

@@ -93,16 +93,28 @@ def test_a_file_that_is_not_onnx_is_a_clear_error(cli, tmp_path, trained_run):
 
 
 def _export_and_compare(cli, run, images) -> dict[str, dict]:
-    """Export `run` as onnx and onnx-dynamic; predict `images` from the run and from each file."""
+    """Export `run` as onnx (and onnx-dynamic, when it passes its check); `images` get the same
+    top-1 class from the run and from the ONNX file."""
     checks = {}
     for quantize in ("none", "dynamic"):
         result = cli("export", run, "--format", "onnx", "--quantize", quantize)
-        assert result.exit_code == 0, result.output
         suffix = "" if quantize == "none" else "-dynamic"
         folder = run / "export" / f"finetune-onnx{suffix}"
+        if quantize == "dynamic" and result.exit_code == 1:
+            # A quantized file that fails its check is refused, with the reason, and not kept.
+            assert "does not match the Keras model" in words(result.output), result.output
+            assert "depthwise convolutions" in words(result.output)
+            assert not folder.exists() and sorted(p.name for p in folder.parent.iterdir()) == [
+                "finetune-onnx"
+            ]
+            continue
+        assert result.exit_code == 0, result.output
         checks[quantize] = json.loads((folder / "export.json").read_text())["check"]["onnx"]
         checks[quantize]["bytes"] = (folder / "model.onnx").stat().st_size
-    assert checks["dynamic"]["bytes"] < checks["none"]["bytes"] / 3
+    assert checks["none"]["max_diff"] <= 1e-4 and checks["none"]["agreement"] == 1.0
+    if "dynamic" in checks:
+        assert checks["dynamic"]["passed"]
+        assert checks["dynamic"]["bytes"] < checks["none"]["bytes"] / 3
 
     top1 = {}
     for name, target in [("run", run), ("onnx", run / "export" / "finetune-onnx" / "model.onnx")]:
@@ -120,14 +132,15 @@ def test_resnet50_run_exports_to_onnx(tmp_path, write_config, cli):
     assert cli("run", write_config(config), "-q").exit_code == 0
     images = sorted((data / "test").rglob("*.*"))
     checks = _export_and_compare(cli, tmp_path / "runs" / "t", images)
-    assert checks["none"]["max_diff"] <= 1e-4 and checks["dynamic"]["passed"]
+    assert "dynamic" in checks, "plain convolutions survive dynamic quantization"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="../shared/weights not present")
 @pytest.mark.skipif(not (HYMENOPTERA / "val").is_dir(), reason="../shared/datasets not present")
 def test_mobilenet_v2_with_imagenet_weights_exports_to_onnx(tmp_path, write_config, cli):
-    """Real weights on real photos: the ONNX file must agree with the run's model."""
+    """Real weights on real photos. Measured here: the float file agrees exactly; the dynamic
+    one agreed on 97% of 64 images but moved a probability by 0.46, so it is refused."""
     config = {
         "name": "t",
         "output_dir": str(tmp_path / "runs"),
@@ -137,5 +150,4 @@ def test_mobilenet_v2_with_imagenet_weights_exports_to_onnx(tmp_path, write_conf
     }
     assert cli("run", write_config(config), "-q").exit_code == 0
     images = sorted((HYMENOPTERA / "val" / "bees").iterdir())[:20]
-    checks = _export_and_compare(cli, tmp_path / "runs" / "t", images)
-    assert checks["none"]["max_diff"] <= 1e-4 and checks["dynamic"]["passed"]
+    _export_and_compare(cli, tmp_path / "runs" / "t", images)

@@ -80,6 +80,16 @@ INPUTS = {
 }
 
 
+# Said when a check fails where the cause is known.
+FAILED_CHECK_HINTS = {
+    ("onnx", "dynamic"): (
+        ". ONNX Runtime's dynamic quantization gives each conv weight tensor one scale, which "
+        "networks with depthwise convolutions (MobileNet, EfficientNet) lose accuracy to: "
+        "export onnx unquantized, or tflite quantized"
+    ),
+}
+
+
 @dataclass
 class ExportResult:
     folder: Path
@@ -308,6 +318,7 @@ def _check_export(
             raise RunError(
                 f"the {details} export ({name}) does not match the Keras model: "
                 f"{check.describe()}; nothing was written"
+                + FAILED_CHECK_HINTS.get((export_format, job.quantize), "")
             )
     if job.quantize == "int8":
         _check_integer(job.folder / ARTEFACTS["tflite"], job.console)
