@@ -163,27 +163,32 @@ def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained
         assert check.passed, f"{name}: {check.describe()}"
 
 
-def test_predict_reads_savedmodel_and_tflite_exports(exports, trained_run, cli):
+def test_predict_reads_exports_as_files_or_folders(exports, trained_run, cli):
     images = sorted((trained_run.parent.parent / "data" / "test" / "disc").iterdir())
-    predictions = {}
-    for name in ("keras", "savedmodel", "tflite-int8", "onnx/model.onnx"):
-        target = trained_run / "export" / f"finetune-{name}"
+    exported = trained_run / "export"
+    targets = {
+        "run": trained_run,
+        "savedmodel": exported / "finetune-savedmodel",
+        "tflite-int8": exported / "finetune-tflite-int8",
+        "onnx": exported / "finetune-onnx" / "model.onnx",  # a bare .onnx file
+        "onnx-dynamic": exported / "finetune-onnx-dynamic",  # an ONNX export folder
+    }
+    table = {}
+    for name, target in targets.items():
         result = cli("predict", target, *images, "--format", "json")
-        name = name.split("/")[0]
         assert result.exit_code == 0, result.output
-        predictions[name] = [
+        rows = [
             {p["label"]: p["probability"] for p in item["predictions"]}
             for item in json.loads(result.stdout)
         ]
-    labels = ["cross", "disc", "square"]
-    table = {
-        name: np.array([[row[lb] for lb in labels] for row in rows])
-        for name, rows in predictions.items()
-    }
-    np.testing.assert_allclose(table["savedmodel"], table["keras"], atol=1e-5)
-    np.testing.assert_allclose(table["onnx"], table["keras"], atol=1e-4)
-    assert (table["onnx"].argmax(axis=1) == table["keras"].argmax(axis=1)).all()
-    assert compare(table["keras"], table["tflite-int8"], TOLERANCES["int8"]).passed
+        table[name] = np.array(
+            [[row[label] for label in ("cross", "disc", "square")] for row in rows]
+        )
+    np.testing.assert_allclose(table["savedmodel"], table["run"], atol=1e-5)
+    np.testing.assert_allclose(table["onnx"], table["run"], atol=1e-4)
+    assert (table["onnx"].argmax(axis=1) == table["run"].argmax(axis=1)).all()
+    assert compare(table["run"], table["tflite-int8"], TOLERANCES["int8"]).passed
+    assert compare(table["run"], table["onnx-dynamic"], TOLERANCES["dynamic"]).passed
 
 
 def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
