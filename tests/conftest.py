@@ -151,6 +151,34 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root.parent / "runs" / "t"
 
 
+# name (also the default folder suffix) -> (--format, --quantize)
+EXPORTS = {
+    "keras": ("keras", "none"),
+    "savedmodel": ("savedmodel", "none"),
+    "tflite": ("tflite", "none"),
+    "tflite-dynamic": ("tflite", "dynamic"),
+    "tflite-float16": ("tflite", "float16"),
+    "tflite-int8": ("tflite", "int8"),
+    "onnx": ("onnx", "none"),
+    "onnx-dynamic": ("onnx", "dynamic"),
+}
+
+
+@pytest.fixture(scope="session")
+def exports(trained_run: Path) -> dict[str, object]:
+    """Every format and quantize mode of `trained_run`, each exported once through the CLI to
+    its default folder `<run>/export/finetune-<name>`: {name: click Result}."""
+    from tlcli.cli import app
+
+    runner = CliRunner()
+    return {
+        name: runner.invoke(
+            app, ["export", str(trained_run), "--format", fmt, "--quantize", quantize]
+        )
+        for name, (fmt, quantize) in EXPORTS.items()
+    }
+
+
 def words(output: str) -> str:
     """Command output as one line of words: wrapping and the box of a usage error removed."""
     return " ".join(output.replace("│", " ").split())

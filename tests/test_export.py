@@ -8,32 +8,27 @@ import os
 import subprocess
 import sys
 import sysconfig
-from pathlib import Path
 
 import keras
 import numpy as np
+import onnx
 import pytest
-from conftest import words
-from typer.testing import CliRunner
+from conftest import EXPORTS, words
 
-from tlcli.cli import app
 from tlcli.data.images import decode_image
 from tlcli.serve.parity import TOLERANCES, Tolerance, compare, non_integer_layers
 
-# name (also the default folder suffix) -> (--format, --quantize)
-EXPORTS = {
-    "keras": ("keras", "none"),
-    "savedmodel": ("savedmodel", "none"),
-    "tflite": ("tflite", "none"),
-    "tflite-dynamic": ("tflite", "dynamic"),
-    "tflite-float16": ("tflite", "float16"),
-    "tflite-int8": ("tflite", "int8"),
-}
 FRESH_FILES = ("pixels.npy", "exports.json", "results.npz")
-ARTEFACTS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
+ARTEFACTS = {
+    "keras": "model.keras",
+    "savedmodel": "saved_model",
+    "tflite": "model.tflite",
+    "onnx": "model.onnx",
+}
 
 # Runs in `python -I -S`: no PYTHON* variables, no user site, no .pth files (so not the
-# editable install's finder), the venv's site-packages added by hand. Only TF, Keras, NumPy.
+# editable install's finder), the venv's site-packages added by hand. Only TF, Keras, NumPy,
+# and ONNX Runtime for the ONNX files.
 FRESH_PROCESS = r"""
 import json, sys
 from pathlib import Path
@@ -67,6 +62,15 @@ for name, folder in json.loads(Path(exports_file).read_text()).items():
         np.testing.assert_allclose(floats["probabilities"].numpy(), probabilities, atol=1e-6)
         top = [labels[i] for i in probabilities.argmax(axis=1)]
         assert [label.decode() for label in served["labels"].numpy()] == top, name
+    elif (folder / "model.onnx").is_file():
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(folder / "model.onnx"))
+        assert [i.name for i in session.get_inputs()] == ["image"], name
+        assert [o.name for o in session.get_outputs()] == ["probabilities"], name
+        metadata = session.get_modelmeta().custom_metadata_map
+        assert json.loads(metadata["labels"]) == labels, name
+        (probabilities,) = session.run(None, {"image": pixels.astype(np.float32)})
     else:
         interpreter = tf.lite.Interpreter(model_path=str(folder / "model.tflite"))
         image = interpreter.get_input_details()[0]
@@ -82,18 +86,6 @@ np.savez(results_file, **results)
 assert not [m for m in sys.modules if m.split(".")[0] == "tlcli"]
 print("ok")
 """
-
-
-@pytest.fixture(scope="module")
-def exports(trained_run: Path) -> dict[str, object]:
-    """Every format and quantize mode, each exported once through the CLI to its default folder."""
-    runner = CliRunner()
-    return {
-        name: runner.invoke(
-            app, ["export", str(trained_run), "--format", fmt, "--quantize", quantize]
-        )
-        for name, (fmt, quantize) in EXPORTS.items()
-    }
 
 
 @pytest.mark.parametrize("name", EXPORTS)
@@ -112,6 +104,22 @@ def test_each_export_passes_its_own_check(exports, trained_run, name):
     checks = metadata["check"].values()
     assert checks and all(check["passed"] and check["images"] == 54 for check in checks)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "temp folders"
+
+
+def test_onnx_dynamic_export_is_smaller_and_computes_in_integers(exports, trained_run, cli):
+    assert exports["onnx-dynamic"].exit_code == 0
+    dynamic = trained_run / "export" / "finetune-onnx-dynamic" / "model.onnx"
+    float32 = trained_run / "export" / "finetune-onnx" / "model.onnx"
+    assert dynamic.stat().st_size < float32.stat().st_size / 3
+    operators = {node.op_type for node in onnx.load(str(dynamic)).graph.node}
+    assert {"ConvInteger", "DynamicQuantizeLinear"} <= operators, operators
+    assert "ConvInteger" not in {node.op_type for node in onnx.load(str(float32)).graph.node}
+
+    # Exporting again to the same folder is refused before anything is converted.
+    before = dynamic.stat().st_mtime_ns
+    again = cli("export", trained_run, "--format", "onnx", "--quantize", "dynamic")
+    assert again.exit_code == 2 and "already exists; use --overwrite" in words(again.output)
+    assert dynamic.stat().st_mtime_ns == before
 
 
 def test_int8_export_holds_integer_weights_and_is_smaller(exports, trained_run):
@@ -155,24 +163,32 @@ def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained
         assert check.passed, f"{name}: {check.describe()}"
 
 
-def test_predict_reads_savedmodel_and_tflite_exports(exports, trained_run, cli):
+def test_predict_reads_exports_as_files_or_folders(exports, trained_run, cli):
     images = sorted((trained_run.parent.parent / "data" / "test" / "disc").iterdir())
-    predictions = {}
-    for name in ("keras", "savedmodel", "tflite-int8"):
-        target = trained_run / "export" / f"finetune-{name}"
+    exported = trained_run / "export"
+    targets = {
+        "run": trained_run,
+        "savedmodel": exported / "finetune-savedmodel",
+        "tflite-int8": exported / "finetune-tflite-int8",
+        "onnx": exported / "finetune-onnx" / "model.onnx",  # a bare .onnx file
+        "onnx-dynamic": exported / "finetune-onnx-dynamic",  # an ONNX export folder
+    }
+    table = {}
+    for name, target in targets.items():
         result = cli("predict", target, *images, "--format", "json")
         assert result.exit_code == 0, result.output
-        predictions[name] = [
+        rows = [
             {p["label"]: p["probability"] for p in item["predictions"]}
             for item in json.loads(result.stdout)
         ]
-    labels = ["cross", "disc", "square"]
-    table = {
-        name: np.array([[row[lb] for lb in labels] for row in rows])
-        for name, rows in predictions.items()
-    }
-    np.testing.assert_allclose(table["savedmodel"], table["keras"], atol=1e-5)
-    assert compare(table["keras"], table["tflite-int8"], TOLERANCES["int8"]).passed
+        table[name] = np.array(
+            [[row[label] for label in ("cross", "disc", "square")] for row in rows]
+        )
+    np.testing.assert_allclose(table["savedmodel"], table["run"], atol=1e-5)
+    np.testing.assert_allclose(table["onnx"], table["run"], atol=1e-4)
+    assert (table["onnx"].argmax(axis=1) == table["run"].argmax(axis=1)).all()
+    assert compare(table["run"], table["tflite-int8"], TOLERANCES["int8"]).passed
+    assert compare(table["run"], table["onnx-dynamic"], TOLERANCES["dynamic"]).passed
 
 
 def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
@@ -201,16 +217,20 @@ def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "onnx"], "'onnx' is not one of 'keras', 'savedmodel', 'tflite'"),
+        (["--format", "pb"], "'pb' is not one of 'keras', 'savedmodel', 'tflite', 'onnx'"),
         (["--format", "keras", "--quantize", "int8"], "applies to the tflite format only"),
+        (["--format", "onnx", "--quantize", "int8"], "tflite format only; onnx takes none or"),
+        (["--format", "onnx", "--quantize", "float16"], "tflite format only; onnx takes none"),
+        (["--format", "savedmodel", "--quantize", "dynamic"], "the tflite and onnx formats only"),
         (["--format", "tflite", "--quantize", "int4"], "'int4' is not one of"),
         (["--format", "keras", "--stage", "unfreeze"], "no finished unfreeze stage"),
     ],
 )
-def test_export_usage_errors(trained_run, cli, args, message):
-    result = cli("export", trained_run, *args)
+def test_export_usage_errors(trained_run, cli, args, message, tmp_path):
+    result = cli("export", trained_run, *args, "--output", tmp_path / "exported")
     assert result.exit_code == 2
     assert message in words(result.output)
+    assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_a_stage_folder_exports_that_stage(trained_run, cli, tmp_path):

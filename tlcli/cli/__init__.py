@@ -6,6 +6,7 @@ instant.
     training.py  pretrain, finetune, unfreeze, run, evaluate
     dataset.py   config, preflight
     serving.py   predict, export
+    completion.py  shell completion of config files and `--set` keys (Typer does the rest)
 
 May import: every package below (lazily, inside a command, where it would load TensorFlow).
 """

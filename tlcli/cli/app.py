@@ -21,6 +21,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from tlcli.cli.completion import complete_config_file, complete_set_key
 from tlcli.errors import ConfigError, TlcliError, word_remedies
 
 
@@ -54,15 +55,26 @@ app = typer.Typer(
     help="Transfer learning for image classifiers, driven by a YAML config.\n\n"
     "Example: tlcli run configs/quickstart.yaml",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-CONFIG = typer.Argument(..., metavar="CONFIG", help="YAML config file.", show_default=False)
+CONFIG = typer.Argument(
+    ...,
+    metavar="CONFIG",
+    help="YAML config file.",
+    show_default=False,
+    autocompletion=complete_config_file,
+)
 SET = typer.Option(
-    [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. finetune.epochs=3."
+    [],
+    "--set",
+    "-s",
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. finetune.epochs=3.",
+    autocompletion=complete_set_key,
 )
 RESUME = typer.Option(False, "--resume", help="Continue an interrupted stage; skip finished ones.")
 OVERWRITE = typer.Option(

@@ -31,7 +31,7 @@ def predict(
     target: Path = typer.Argument(
         ...,
         metavar="RUN_DIR_OR_MODEL",
-        help="A run directory, a stage or export folder, a model.keras or model.tflite.",
+        help="A run directory, a stage or export folder, a model.keras, .tflite or .onnx file.",
         show_default=False,
     ),
     images: list[str] = typer.Argument(
@@ -96,11 +96,11 @@ def export_model(
         show_default=False,
     ),
     export_format: ExportFormat = typer.Option(
-        ..., "--format", help="keras, savedmodel or tflite.", show_default=False
+        ..., "--format", help="keras, savedmodel, tflite or onnx.", show_default=False
     ),
     stage: Stage | None = STAGE,
     quantize: QuantizeMode = typer.Option(
-        "none", "--quantize", help="TFLite only: none, dynamic, float16 or int8."
+        "none", "--quantize", help="none; tflite: dynamic, float16, int8; onnx: dynamic."
     ),
     output: Path = typer.Option(
         None,

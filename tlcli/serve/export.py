@@ -2,9 +2,9 @@
 
 Each export is a folder, by default `<run>/export/<stage>-<format>[-<quantize>]/`::
 
-    model.keras | saved_model/ | model.tflite    the artefact
-    labels.txt                                   class names, one per line, in output order
-    export.json                                  what was exported, its inputs, the check result
+    model.keras | saved_model/ | model.tflite | model.onnx    the artefact
+    labels.txt      class names, one per line, in output order
+    export.json     what was exported, its inputs, the check result
 
 Every artefact takes raw RGB pixels (0..255) at the trained size, [N, H, W, 3], and carries its
 own preprocessing:
@@ -16,6 +16,9 @@ own preprocessing:
   `dynamic` stores conv/dense weights as int8, `float16` as float16, `int8` quantizes weights
   and activations to int8 (calibrated on up to 100 training images) with a quantize op on the
   way in and a dequantize op on the way out, so callers feed the same floats.
+- onnx: input `image` float32, output `probabilities` float32 [N, classes]; the class names are
+  also in the model's metadata_props (`labels`, a JSON list). `dynamic` is ONNX Runtime's
+  dynamic quantization (int8 weights). Written by `tlcli.serve.onnx_model`.
 
 Before the folder is put in place the export is loaded back from disk and compared with the
 stage's model.keras on the run's images (`tlcli.serve.parity`); beyond the tolerance of its
@@ -25,6 +28,7 @@ checks every format.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -41,7 +45,21 @@ from tlcli.errors import ConfigError, Remedy, RunError
 from tlcli.files import atomic_dir, write_json
 from tlcli.rundir import LABELS_FILE, STAGES, RunDir, check_stage_name
 from tlcli.runtime.startup import import_tensorflow, quiet_stderr
-from tlcli.serve.formats import ARTEFACTS, EXPORT_FORMATS, QUANTIZE_MODES
+from tlcli.serve.formats import (
+    ARTEFACTS,
+    EXPORT_FORMATS,
+    FORMAT_QUANTIZE_MODES,
+    QUANTIZE_MODES,
+    formats_taking,
+)
+from tlcli.serve.onnx_model import (
+    INPUT_NAME,
+    LABELS_KEY,
+    OUTPUT_NAME,
+    import_onnx_packages,
+    quantize_dynamic,
+    write_onnx,
+)
 from tlcli.serve.parity import (
     TOLERANCES,
     CheckResult,
@@ -57,6 +75,18 @@ INPUTS = {
     "keras": "float32 [N, H, W, 3], RGB 0..255",
     "savedmodel": "serving_default: uint8 [N, H, W, 3] RGB; serve_float: float32 0..255",
     "tflite": "float32 [N, H, W, 3], RGB 0..255 (N resizable, 1 by default)",
+    "onnx": f"'{INPUT_NAME}': float32 [N, H, W, 3], RGB 0..255; '{OUTPUT_NAME}': float32 "
+    f"[N, classes]; class names in metadata_props['{LABELS_KEY}']",
+}
+
+
+# Said when a check fails where the cause is known.
+FAILED_CHECK_HINTS = {
+    ("onnx", "dynamic"): (
+        ". ONNX Runtime's dynamic quantization gives each conv weight tensor one scale, which "
+        "networks with depthwise convolutions (MobileNet, EfficientNet) lose accuracy to: "
+        "export onnx unquantized, or tflite quantized"
+    ),
 }
 
 
@@ -222,10 +252,33 @@ def _configure_quantization(tf, converter, job: _Job) -> None:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
 
 
+def _write_onnx(job: _Job) -> None:
+    """tf2onnx on the model (see `tlcli.serve.onnx_model`), then ONNX Runtime's quantization."""
+    image_size = job.reference.image_size
+    metadata = {
+        LABELS_KEY: json.dumps(job.reference.labels),
+        "image_size": json.dumps(list(image_size)),
+        "input": INPUTS["onnx"],
+        "tlcli": __version__,
+    }
+    target = job.folder / ARTEFACTS["onnx"]
+    if job.quantize == "none":
+        write_onnx(job.model, image_size, target, metadata)
+        return
+    with tempfile.TemporaryDirectory(dir=job.folder) as scratch:
+        float_model = Path(scratch) / "float32.onnx"
+        write_onnx(job.model, image_size, float_model, metadata)
+        quantize_dynamic(float_model, target)
+        job.console.info(
+            f"dynamic: {_size(float_model) / 1e6:.1f} MB -> {_size(target) / 1e6:.1f} MB"
+        )
+
+
 WRITERS: dict[str, Callable[[_Job], None]] = {
     "keras": _write_keras,
     "savedmodel": _write_savedmodel,
     "tflite": _write_tflite,
+    "onnx": _write_onnx,
 }
 
 
@@ -239,8 +292,15 @@ def _check_request(
         raise ConfigError(f"format '{export_format}': expected one of {', '.join(EXPORT_FORMATS)}")
     if quantize not in QUANTIZE_MODES:
         raise ConfigError(f"quantize '{quantize}': expected one of {', '.join(QUANTIZE_MODES)}")
-    if quantize != "none" and export_format != "tflite":
-        raise ConfigError(f"quantize '{quantize}' applies to the tflite format only")
+    if quantize not in FORMAT_QUANTIZE_MODES[export_format]:
+        taking = formats_taking(quantize)
+        raise ConfigError(
+            f"quantize '{quantize}' applies to the {' and '.join(taking)} "
+            f"format{'s' if len(taking) > 1 else ''} only; {export_format} takes "
+            f"{' or '.join(FORMAT_QUANTIZE_MODES[export_format])}"
+        )
+    if export_format == "onnx":
+        import_onnx_packages("onnx", "onnxruntime", "tf2onnx", purpose="the onnx format")
     if stage is not None:
         check_stage_name(stage)
     if run_dir.name in STAGES and (run_dir / "stage.json").is_file():  # a stage folder
@@ -260,7 +320,7 @@ def _check_export(
 ) -> dict[str, CheckResult]:
     """Load the artefact back from disk, compare it with the Keras model; RunError if it fails."""
     checks = {
-        name: compare(expected, _predict_exported(job.folder, signature, sample), job.tolerance)
+        name: compare(expected, _predict_exported(job, signature, sample), job.tolerance)
         for name, signature in _entry_points(export_format)
     }
     for name, check in checks.items():
@@ -269,6 +329,7 @@ def _check_export(
             raise RunError(
                 f"the {details} export ({name}) does not match the Keras model: "
                 f"{check.describe()}; nothing was written"
+                + FAILED_CHECK_HINTS.get((export_format, job.quantize), "")
             )
     if job.quantize == "int8":
         _check_integer(job.folder / ARTEFACTS["tflite"], job.console)
@@ -282,9 +343,15 @@ def _entry_points(export_format: str) -> list[tuple[str, str]]:
     return [(export_format, "serving_default")]
 
 
-def _predict_exported(folder: Path, signature: str, sample: np.ndarray) -> np.ndarray:
+def _predict_exported(job: _Job, signature: str, sample: np.ndarray) -> np.ndarray:
     """The exported artefact, loaded back from disk as a user would load it, on `sample`."""
-    return _predict_in_batches(load_predictor(folder, signature=signature), sample)
+    exported = load_predictor(job.folder, signature=signature)
+    if exported.labels != job.reference.labels:
+        raise RunError(
+            f"{exported.path.name} reads its class names as {exported.labels[:5]}, "
+            f"not the run's {job.reference.labels[:5]}; nothing was written"
+        )
+    return _predict_in_batches(exported, sample)
 
 
 def _predict_in_batches(predictor: Predictor, sample: np.ndarray, size: int = 32) -> np.ndarray:

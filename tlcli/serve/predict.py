@@ -139,9 +139,9 @@ def predict_images(
     """Classify `images` with the model `target` names; print or write the results.
 
     `target` is a run directory (`stage`, default the latest trained), a stage folder, a
-    model.keras or model.tflite, or an export folder. `output_format` defaults to the suffix of
-    `output` (.csv, .json), else table. Unreadable images are listed with their error; a
-    DataError when none could be classified.
+    model.keras, model.tflite or model.onnx, or an export folder. `output_format` defaults to
+    the suffix of `output` (.csv, .json), else table. Unreadable images are listed with their
+    error; a DataError when none could be classified.
     """
     console = console or Console()
     output_format = _resolve_format(output_format, output)

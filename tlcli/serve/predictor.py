@@ -1,9 +1,10 @@
 """A trained model loaded for predictions, from whatever tlcli wrote: pixels in, probabilities out.
 
 It loads from a run directory (its latest trained stage, or the stage asked for), a stage folder,
-a bare `model.keras` or `model.tflite`, an export folder, or a SavedModel folder, and never needs
-the run's config: the input size is read from the model and the class names from the
-`labels.txt` beside it (class indices when there is none).
+a bare `model.keras`, `model.tflite` or `model.onnx`, an export folder, or a SavedModel folder,
+and never needs the run's config: the input size is read from the model and the class names
+from the `labels.txt` beside it, or an ONNX file's own metadata (class indices when neither
+is there).
 
 (Building a network to train is `tlcli.model.network`.)
 
@@ -34,10 +35,13 @@ from tlcli.errors import ConfigError, RunError
 from tlcli.rundir import LABELS_FILE, RunDir, check_stage_name
 from tlcli.runtime.startup import import_tensorflow, quiet_stderr
 from tlcli.serve.formats import ARTEFACTS
+from tlcli.serve.onnx_model import OUTPUT_NAME, metadata_labels, onnx_session
 
 MODEL_NAMES = tuple(ARTEFACTS.values())
+MODEL_SUFFIXES = (".keras", ".tflite", ".onnx")
 
 Predict = Callable[[np.ndarray], np.ndarray]
+ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
 
 
 @dataclass
@@ -45,10 +49,11 @@ class Predictor:
     """A loaded model: `predict(uint8 [N, H, W, 3]) -> float32 [N, classes]`."""
 
     path: Path
-    kind: str  # "keras", "savedmodel" or "tflite"
+    kind: str  # "keras", "savedmodel", "tflite" or "onnx"
     image_size: tuple[int, int]  # (height, width)
     labels: list[str]
-    labels_file: Path | None  # None: no labels.txt was found, labels are class indices
+    # The labels.txt (or the ONNX file) the labels were read from; None: class indices.
+    labels_file: Path | None
     predict: Predict
 
     def describe(self) -> str:
@@ -66,7 +71,7 @@ def find_model(target: Path, stage: str | None = None) -> Path:
     Traceback (most recent call last):
     ...
     tlcli.errors.ConfigError: configs: not a run directory, stage folder or export: found no \
-model.keras, saved_model, model.tflite or saved_model.pb in it
+model.keras, saved_model, model.tflite, model.onnx or saved_model.pb in it
     """
     if stage is not None:
         check_stage_name(stage)
@@ -78,9 +83,9 @@ model.keras, saved_model, model.tflite or saved_model.pb in it
     if stage is not None:
         raise ConfigError(f"a stage can be chosen in a run directory only; {target} is not one")
     if target.is_file():
-        if target.suffix in (".keras", ".tflite"):
+        if target.suffix in MODEL_SUFFIXES:
             return target
-        raise ConfigError(f"{target}: not a model file (expected .keras or .tflite)")
+        raise ConfigError(f"{target}: not a model file (expected .keras, .tflite or .onnx)")
     if (target / "saved_model.pb").is_file():
         return target
     for name in MODEL_NAMES:
@@ -97,6 +102,8 @@ def load_predictor(
 ) -> Predictor:
     """Load what `target` names (see `find_model`); `signature` picks a SavedModel endpoint."""
     path = find_model(target, stage)
+    if path.suffix == ".onnx":
+        return _load_onnx(path)
     if path.suffix == ".keras":
         kind, loaded = "keras", _load_keras(path)
     elif path.suffix == ".tflite":
@@ -226,6 +233,36 @@ def _load_tflite(path: Path) -> tuple[tuple[int, int], int, Predict]:
         return _dequantize(interpreter.get_tensor(probabilities["index"]), probabilities)
 
     return _image_size(path, image["shape"]), int(probabilities["shape"][-1]), predict
+
+
+def _load_onnx(path: Path) -> Predictor:
+    """ONNX Runtime on the file; the class names from its metadata, else labels.txt."""
+    session = onnx_session(path)
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = [output.name for output in outputs]
+    if len(inputs) != 1 or (OUTPUT_NAME not in names and len(outputs) != 1):
+        raise RunError(f"{path}: expected one image input and a probabilities output")
+    image, output_name = inputs[0], OUTPUT_NAME if OUTPUT_NAME in names else names[0]
+    dtype = ONNX_DTYPES.get(image.type)
+    if dtype is None:
+        raise RunError(f"{path}: input '{image.name}' is {image.type}; expected float or uint8")
+    num_classes = outputs[names.index(output_name)].shape[-1]
+    if not isinstance(num_classes, int):
+        raise RunError(f"{path}: output '{output_name}' has no fixed number of classes")
+    labels = metadata_labels(session)
+    if labels is None:
+        labels, labels_file = read_labels(path, num_classes)
+    elif len(labels) != num_classes:
+        raise RunError(f"{path}: its metadata names {len(labels)} classes for {num_classes}")
+    else:
+        labels_file = path
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        feed = {image.name: pixels.astype(dtype)}
+        return np.asarray(session.run([output_name], feed)[0], dtype=np.float32)
+
+    image_size = _image_size(path, image.shape)
+    return Predictor(path, "onnx", image_size, labels, labels_file, predict)
 
 
 def _allocate(interpreter) -> None:
