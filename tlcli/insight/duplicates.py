@@ -34,11 +34,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
-NEIGHBOURS = 10  # candidates per image from each signal
+NEIGHBOURS = 5  # candidates per image from each signal
 SIZE = 64  # pixels, for the aligned comparison
 SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)  # relative size of the part one image may show of the other
+BAND_SIGMAS = (1.0, 4.0)  # pixels at SIZE: the band-pass keeps detail between these scales
 TINY = 16  # pixels, the thumbnail used to find candidates
 CHUNK = 256  # pairs (or rows) per batch: bounds memory
 DUPLICATE_THRESHOLD = 0.9  # aligned similarity; chosen in benchmarks/doctor_faults.py
@@ -78,51 +79,54 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def aligned_similarity(images: Sequence[np.ndarray], pairs: np.ndarray) -> np.ndarray:
-    """For each pair (i, j): the best normalised cross-correlation of one image, shrunk by each
-    of SCALES, slid over the other, both ways round; mean over colour channels. -1..1."""
-    full = np.stack([_resized(image, SIZE) for image in images])
+    """For each pair (i, j): the best normalised cross-correlation of one image's band-pass
+    detail, shrunk by each of SCALES, slid over the other's, both ways round. -1..1."""
+    from scipy import fft
+
+    canvas = np.stack([_band(image, SIZE) for image in images])  # (N, S, S)
+    canvas_spectrum = fft.rfft2(canvas, workers=-1)
     scores = np.full(len(pairs), -1.0, dtype=np.float32)
     for scale in SCALES:
         side = round(SIZE * scale)
-        templates = np.stack([_normalised(_resized(image, side)) for image in images])
+        valid = SIZE - side + 1
+        templates = np.stack([_normalised(_band(image, side)) for image in images])
+        template_spectrum = np.conj(fft.rfft2(templates, s=(SIZE, SIZE), workers=-1))
+        sums, squares = _window_sums(canvas, side), _window_sums(canvas**2, side)
+        spread = np.sqrt(np.maximum(squares - sums**2 / side**2, 1e-6))
         for start in range(0, len(pairs), CHUNK):
             chunk = pairs[start : start + CHUNK]
             for a, b in ((0, 1), (1, 0)):
-                best = _match(full[chunk[:, a]], templates[chunk[:, b]])
-                scores[start : start + len(chunk)] = np.maximum(
-                    scores[start : start + len(chunk)], best
+                product = canvas_spectrum[chunk[:, a]] * template_spectrum[chunk[:, b]]
+                correlation = fft.irfft2(product, s=(SIZE, SIZE), workers=-1)[:, :valid, :valid]
+                best = (correlation / spread[chunk[:, a]]).reshape(len(chunk), -1).max(axis=1)
+                np.maximum(
+                    scores[start : start + len(chunk)], best, out=scores[start : start + len(chunk)]
                 )
     return scores
 
 
-def _match(canvases: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """Best NCC of each template (zero-mean, unit-norm per channel) over each canvas's windows.
-
-    canvases (P, S, S, 3), templates (P, h, h, 3); the correlation by FFT, the windows' norms
-    from running sums, so every offset costs the same.
-    """
-    size, side = canvases.shape[1], templates.shape[1]
-    canvas = np.moveaxis(canvases, -1, 1).astype(np.float64)  # (P, 3, S, S)
-    template = np.moveaxis(templates, -1, 1).astype(np.float64)
-    spectrum = np.fft.rfft2(canvas) * np.conj(np.fft.rfft2(template, s=(size, size)))
-    valid = size - side + 1
-    correlation = np.fft.irfft2(spectrum, s=(size, size))[..., :valid, :valid]
-    sums, squares = _window_sums(canvas, side), _window_sums(canvas**2, side)
-    spread = np.sqrt(np.maximum(squares - sums**2 / side**2, 1e-9))
-    ncc = (correlation / spread).mean(axis=1)  # mean over colour channels
-    return ncc.reshape(len(ncc), -1).max(axis=1).astype(np.float32)
-
-
 def _window_sums(values: np.ndarray, side: int) -> np.ndarray:
     """Sums over every side x side window of the last two axes (valid positions only)."""
-    padded = np.pad(values, [(0, 0)] * (values.ndim - 2) + [(1, 0), (1, 0)])
+    padded = np.pad(values.astype(np.float64), [(0, 0)] * (values.ndim - 2) + [(1, 0), (1, 0)])
     total = padded.cumsum(axis=-1).cumsum(axis=-2)
     return (
         total[..., side:, side:]
         - total[..., :-side, side:]
         - total[..., side:, :-side]
         + total[..., :-side, :-side]
+    ).astype(np.float32)
+
+
+def _band(image: np.ndarray, side: int) -> np.ndarray:
+    """The image's detail at `side` pixels: grey, minus a blurred copy of itself (a band-pass,
+    difference of Gaussians). Silhouettes and backgrounds, which different photos of similar
+    things share, drop out; prints, folds and texture, which a copy keeps, stay."""
+    grey = Image.fromarray(np.asarray(image, np.uint8)).convert("L").resize((side, side), Image.BOX)
+    fine, coarse = (
+        np.asarray(grey.filter(ImageFilter.GaussianBlur(sigma * side / SIZE)), np.float32)
+        for sigma in BAND_SIGMAS
     )
+    return fine - coarse
 
 
 def _tiny_vectors(images: Sequence[np.ndarray]) -> np.ndarray:
