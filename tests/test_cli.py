@@ -15,6 +15,8 @@ COMMANDS = [
     "run",
     "config",
     "preflight",
+    "doctor",
+    "report",
     "predict",
     "export",
 ]

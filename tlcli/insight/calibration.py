@@ -17,8 +17,8 @@ T is fitted on probabilities, not logits: softmax(log p / T) = softmax(z / T), b
 z shifted by a constant per image. So it needs nothing but the model's output.
 
 >>> log_p = np.log(np.array([[0.99, 0.01], [0.98, 0.02], [0.97, 0.03], [0.2, 0.8]]))
->>> round(fit_temperature(log_p, np.array([0, 1, 0, 1])), 2)  # overconfident: T > 1
-3.09
+>>> round(fit_temperature(log_p, np.array([0, 1, 0, 1])), 1)  # overconfident: T > 1
+4.2
 >>> tempered(log_p, 1.0).round(2)[0]
 array([0.99, 0.01])
 """
