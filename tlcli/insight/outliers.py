@@ -1,13 +1,16 @@
 """Outliers: images far from every other image of the data (a wrong-domain file, a blank frame).
 
 Each image's score is its mean cosine distance to its NEIGHBOURS nearest images (the frozen
-base's mean-centred features; near-duplicates of it are neighbours like any other). An image is
-an outlier when that distance is more than MAD_LIMIT robust standard deviations (1.4826 x the
-median absolute deviation) above the median: a rule that follows each dataset's own spread
-instead of a fixed distance, which would mean something else for every base.
+base's features as they are: centring them hides what an image lacks, and the placeholder GIF
+in hymenoptera fell from the most isolated image to the 164th of 398). An image is an outlier
+when that distance is more than MAD_LIMIT robust standard deviations (1.4826 x the median
+absolute deviation) above the median: a rule that follows each dataset's own spread instead of
+a fixed distance, which would mean something else for every base. Measured on hymenoptera
+(MobileNetV2 ImageNet features, 160 px, 398 images): the placeholder `imageNotFound.gif` scores
+4.6, the most isolated photograph 3.7; the limit sits between.
 
->>> rng = np.random.default_rng(0)
->>> features = np.concatenate([rng.normal(0, 1, (60, 8)) + 5, [[-40.0] * 8]])
+>>> rng = np.random.default_rng(2)
+>>> features = np.concatenate([rng.normal(0, 1, (60, 8)) + 2, [[-40.0] * 8]])
 >>> find_outliers(features).rows.tolist()
 [60]
 """
@@ -21,7 +24,7 @@ import numpy as np
 from tlcli.insight.duplicates import CHUNK, unit_rows
 
 NEIGHBOURS = 5
-MAD_LIMIT = 6.0  # robust standard deviations above the median; see benchmarks/doctor_faults.py
+MAD_LIMIT = 4.0  # robust standard deviations above the median (measured: see above)
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Outliers:
 
 
 def find_outliers(features: np.ndarray) -> Outliers:
-    unit = unit_rows(features - features.mean(axis=0))
+    unit = unit_rows(features)
     k = min(NEIGHBOURS, len(unit) - 1)
     if k < 1:
         return Outliers(np.zeros(0, dtype=np.int64), np.zeros(0), float("nan"))
