@@ -119,6 +119,8 @@ def test_calibrated_probabilities_agree_in_predict_and_export_and_undo(trained_r
     assert result.exit_code == 0, result.output
     exported = load_predictor(run / "export" / "finetune-keras").predict(pixels)
     np.testing.assert_allclose(exported, calibrated, atol=1e-5)
+    export = json.loads((run / "export" / "finetune-keras" / "export.json").read_text())
+    assert export["calibration"]["temperature"] == temperature
 
     assert cli("evaluate", config, "--uncalibrate", "--quiet").exit_code == 0
     np.testing.assert_allclose(load_predictor(run).predict(pixels), before, atol=1e-6)
