@@ -36,7 +36,7 @@ class _Links(HTMLParser):
 
 def _copy_run(trained_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "runs" / "copy"
-    shutil.copytree(trained_run, copy)
+    shutil.copytree(trained_run, copy, ignore=shutil.ignore_patterns("export"))  # other tests'
     return copy
 
 
