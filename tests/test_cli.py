@@ -16,6 +16,8 @@ COMMANDS = [
     "run",
     "config",
     "preflight",
+    "doctor",
+    "report",
     "predict",
     "export",
 ]

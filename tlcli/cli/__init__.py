@@ -5,6 +5,7 @@ instant.
     app.py       the Typer app, shared options, error handling (the only place exit codes are set)
     training.py  pretrain, finetune, unfreeze, run, evaluate
     dataset.py   config, preflight
+    insight.py   doctor, report
     serving.py   predict, export
     completion.py  shell completion of config files and `--set` keys (Typer does the rest)
 
@@ -23,7 +24,7 @@ from tlcli.cli.app import app
 # Importing a command module registers its commands; `tlcli --help` lists them in this order.
 # isort: off
 from tlcli.cli import training  # noqa: F401
-from tlcli.cli import dataset, serving  # noqa: F401
+from tlcli.cli import dataset, insight, serving  # noqa: F401
 
 # isort: on
 

@@ -38,7 +38,12 @@ def _add_training_command(name: str, function: str, summary: str, example: str) 
         from tlcli.train import stages
 
         mode = training_mode(resume, overwrite)
-        getattr(stages, function)(load(config, overrides), mode, make_console(quiet))
+        cfg, console = load(config, overrides), make_console(quiet)
+        getattr(stages, function)(cfg, mode, console)
+        if function == "run_all":  # run evaluates every trained stage: report on them
+            from tlcli.insight.reports import write_reports
+
+            write_reports(cfg.run_dir, console=console)
 
     command.__name__ = name  # the interrupt message names the command that continues it
     app.command(name=name, help=summary, epilog=f"Example: {example}")(handle_errors(command))
@@ -64,20 +69,28 @@ _add_training_command(
 )
 
 
-@app.command(epilog="Example: tlcli evaluate configs/quickstart.yaml --stage finetune")
+@app.command(epilog="Example: tlcli evaluate configs/quickstart.yaml --stage finetune --calibrate")
 @handle_errors
 def evaluate(
     config: Path = CONFIG,
     stage: TargetStage | None = typer.Option(
         None, "--stage", help="finetune or unfreeze (default: the latest trained)."
     ),
+    calibrate: bool | None = typer.Option(
+        None,
+        "--calibrate/--uncalibrate",
+        help="Fit temperature scaling on val and keep it in model.keras (predict and exports "
+        "then return calibrated probabilities); --uncalibrate puts the trained output back.",
+        show_default=False,
+    ),
     overrides: list[str] = SET,
     quiet: bool = QUIET,
 ) -> None:
-    """Accuracy, precision, recall, F1 (per class and averaged) and the confusion matrix."""
-    from tlcli.train.evaluate import evaluate as evaluate_stage
+    """Metrics per class, confusion matrix, calibration; errors.csv and a gallery of mistakes,
+    MODEL_CARD.md, and the run's report.html."""
+    from tlcli.insight.reports import evaluate_and_report
 
-    evaluate_stage(load(config, overrides), stage, make_console(quiet))
+    evaluate_and_report(load(config, overrides), stage, make_console(quiet), calibrate=calibrate)
 
 
 _add_training_command(

@@ -101,8 +101,14 @@ def load_stage_data(
     cache_dir: Path,
     report_dir: Path,
     progress: Progress | None = None,
+    *,
+    require_trainable: bool = True,
 ) -> StageData:
-    """Find, decode and check a stage's data; write data_report.json and split.csv."""
+    """Find, decode and check a stage's data; write data_report.json and split.csv.
+
+    `require_trainable=False` (the doctor) accepts one class, or a class without readable
+    training images, which training refuses.
+    """
     started = time.perf_counter()
     splits = find_splits(data, seed)
     classes = splits["train"].folder.classes
@@ -116,7 +122,8 @@ def load_stage_data(
     report = _report(classes, splits, ready, decoded)
     write_json(report_dir / "data_report.json", report)
     write_text(report_dir / "split.csv", _split_csv(splits, ready))
-    _check_trainable(classes, ready, report_dir)
+    if require_trainable:
+        _check_trainable(classes, ready, report_dir)
     if "val" in ready and len(ready["val"]) == 0:
         del ready["val"]
     return StageData(classes, ready, report, time.perf_counter() - started)

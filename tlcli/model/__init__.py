@@ -6,6 +6,7 @@ freezing and unfreezing, where to cut it for the feature cache, optimizers.
     freezing.py    freeze the base; unfreeze its top (BatchNorm stays in inference mode)
     split.py       cut a network into a frozen bottom and a trainable top sharing its layers
     optimizers.py  optimizers, learning-rate schedules, compiling a stage
+    output_layer.py  the softmax output layer: scale its logits (temperature), keep and restore it
 
 May import: `tlcli.config`, the root helpers, Keras. Never `tlcli.data`.
 """

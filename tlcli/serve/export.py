@@ -42,7 +42,7 @@ import numpy as np
 from tlcli import __version__
 from tlcli.console import Console
 from tlcli.errors import ConfigError, Remedy, RunError
-from tlcli.files import atomic_dir, write_json
+from tlcli.files import atomic_dir, read_json, write_json
 from tlcli.rundir import LABELS_FILE, STAGES, RunDir, check_stage_name
 from tlcli.runtime.startup import import_tensorflow, quiet_stderr
 from tlcli.serve.formats import (
@@ -388,6 +388,12 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _stage_calibration(stage_dir: Path) -> dict | None:
+    """stage.json's `calibration` (the temperature the model carries), or None."""
+    state = stage_dir / "stage.json"
+    return read_json(state).get("calibration") if state.is_file() else None
+
+
 def _metadata(
     stage: str,
     export_format: str,
@@ -405,6 +411,8 @@ def _metadata(
         "input": INPUTS[export_format],
         "labels": reference.labels,
         "check": {name: result.as_dict() for name, result in checks.items()},
+        # The temperature is inside the weights (tlcli.insight.calibration): say so here.
+        "calibration": _stage_calibration(reference.path.parent),
         "tlcli": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -1,5 +1,9 @@
 """The evaluate stage: score a trained stage on a split, write metrics.json and the matrix plot.
 
+`evaluate` returns the metrics; `score_stage` does the same work and returns an `Evaluation`:
+the metrics with the predicted probabilities, true labels and files behind them, from which
+`tlcli.insight` writes the error report, calibration, model card and report page.
+
 >>> from tlcli.config import Config
 >>> cfg = Config.model_validate({"name": "demo", "data": {"train_dir": ".", "test_split": 0.1},
 ...                              "model": {"base": "vgg16"}})
@@ -12,20 +16,76 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tlcli.config import Config
 from tlcli.console import Console
 from tlcli.errors import DataError
-from tlcli.files import write_json
+from tlcli.files import atomic_path, read_json, write_json
 from tlcli.rundir import LABELS_FILE, RunDir
 from tlcli.runtime.distribute import is_chief
 from tlcli.train.prepare import start_stage_work
+
+PREDICTIONS_FILE = "predictions.npz"
+
+
+@dataclass
+class Evaluation:
+    """One stage scored on one split: what metrics.json says, and the predictions behind it."""
+
+    stage: str
+    split: str  # the split's name: test, val or train
+    stage_dir: Path
+    classes: list[str]
+    labels: np.ndarray  # true class per image
+    probabilities: np.ndarray  # float32 (images, classes), from the stage's model.keras
+    paths: list[Path]
+    metrics: dict
+    default_split: bool = True  # the split `evaluate.split: auto` picks
+
+    def file(self, name: str) -> Path:
+        """Where this evaluation's file `name` (metrics.json, errors.csv, ...) is written."""
+        return self.stage_dir / split_file_name(name, self.split, self.default_split)
+
+    def save(self) -> None:
+        """predictions.npz beside metrics.json: reports can be drawn again without the model."""
+        with atomic_path(self.file(PREDICTIONS_FILE)) as tmp:
+            np.savez(
+                tmp,
+                probabilities=self.probabilities,
+                labels=self.labels,
+                paths=np.array([str(p) for p in self.paths], dtype=str),
+                classes=np.array(self.classes, dtype=str),
+                names=np.array([self.stage, self.split], dtype=str),
+            )
+
+
+def load_evaluation(stage_dir: Path) -> Evaluation | None:
+    """The evaluation saved in `stage_dir`, or None when the stage was not evaluated."""
+    metrics_file, saved_file = stage_dir / "metrics.json", stage_dir / PREDICTIONS_FILE
+    if not (metrics_file.is_file() and saved_file.is_file()):
+        return None
+    with np.load(saved_file) as saved:
+        stage, split = (str(name) for name in saved["names"])
+        return Evaluation(
+            stage, split, stage_dir, [str(c) for c in saved["classes"]], saved["labels"],
+            saved["probabilities"], [Path(p) for p in saved["paths"]], read_json(metrics_file),
+        )  # fmt: skip
 
 
 def evaluate(cfg: Config, stage: str | None = None, console: Console | None = None) -> dict:
     """Score a trained stage on `evaluate.split`; write metrics.json and confusion_matrix.png
     (named for the split when it is not the default one: see `split_file`)."""
+    return score_stage(cfg, stage, console).metrics
+
+
+def score_stage(
+    cfg: Config, stage: str | None = None, console: Console | None = None
+) -> Evaluation:
+    """`evaluate`, returning the predictions with the metrics."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
     stage = run.trained_stage(stage)
@@ -39,7 +99,7 @@ def evaluate(cfg: Config, stage: str | None = None, console: Console | None = No
     import keras
 
     from tlcli.data.pipeline import inputs_only, make_dataset
-    from tlcli.train.metrics import classification_metrics, metrics_rows
+    from tlcli.train.metrics import calibration_metrics, classification_metrics, metrics_rows
     from tlcli.train.plots import plot_confusion
 
     model = keras.models.load_model(run.model_path(stage), compile=False)
@@ -47,17 +107,23 @@ def evaluate(cfg: Config, stage: str | None = None, console: Console | None = No
     probabilities = model.predict(inputs_only(dataset), verbose=0)
     metrics = classification_metrics(split.labels, probabilities.argmax(axis=1), data.classes)
     metrics.update(
+        calibration=calibration_metrics(split.labels, probabilities),
         stage=stage,
         split=split_name,
         model=str(run.model_path(stage)),
         seconds=round(time.time() - data.started_at, 2),
     )
+    evaluation = Evaluation(
+        stage, split_name, run.stage_dir(stage), data.classes, split.labels,
+        np.asarray(probabilities, np.float32), split.paths, metrics,
+        default_split=split_name == evaluation_split(cfg, "auto"),
+    )  # fmt: skip
     if is_chief():
-        folder = run.stage_dir(stage)
-        write_json(folder / split_file(cfg, split_name, "metrics.json"), metrics)
+        write_json(evaluation.file("metrics.json"), metrics)
+        evaluation.save()
         plot_confusion(
             metrics,
-            folder / split_file(cfg, split_name, "confusion_matrix.png"),
+            evaluation.file("confusion_matrix.png"),
             f"{cfg.name}: {stage}, {split_name}",
         )
     console.table(
@@ -65,7 +131,7 @@ def evaluate(cfg: Config, stage: str | None = None, console: Console | None = No
         ["class", "precision", "recall", "f1", "support"],
         metrics_rows(metrics),
     )
-    return metrics
+    return evaluation
 
 
 def evaluation_split(cfg: Config, split: str | None = None) -> str:
@@ -77,9 +143,18 @@ def evaluation_split(cfg: Config, split: str | None = None) -> str:
 
 
 def split_file(cfg: Config, split: str, filename: str) -> str:
+    """`filename` of an evaluation of `split` under `cfg` (see `split_file_name`)."""
+    return split_file_name(filename, split, split == evaluation_split(cfg, "auto"))
+
+
+def split_file_name(filename: str, split: str, default_split: bool) -> str:
     """`filename` for the split `evaluate.split: auto` picks; for another split, its name is
-    added (metrics-train.json), so scoring another split never replaces the default's files."""
-    if split == evaluation_split(cfg, "auto"):
+    added, so scoring another split never replaces the default's files.
+
+    >>> split_file_name("metrics.json", "train", False), split_file_name("errors.csv", "test", True)
+    ('metrics-train.json', 'errors.csv')
+    """
+    if default_split:
         return filename
     stem, dot, suffix = filename.partition(".")
     return f"{stem}-{split}{dot}{suffix}"

@@ -105,16 +105,19 @@ def cache_split_outputs(
     cache_dir: Path,
     tag: str,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    names: tuple[str, ...] = ("train", "val"),
 ) -> tuple[dict[str, DecodedSplit], bool]:
-    """The bottom's outputs for train and val, as splits the top trains on; (splits, reused).
+    """The bottom's outputs for the splits `names`, as splits the top trains on; (splits, reused).
 
-    The test split is not cached: nothing trains on it, and evaluate runs the whole model.
+    Stages leave the test split out: nothing trains on it, and evaluate runs the whole model.
+    (The doctor asks for every split, under the finetune tag, so that it and finetune share
+    the train and val files.)
     """
     out: dict[str, DecodedSplit] = {}
     reused_all = True
     bottom_digest = _bottom_digest(split_model.bottom)
     for name, split in data.splits.items():
-        if name not in ("train", "val"):
+        if name not in names:
             continue
         split_views = views if name == "train" else 1
         array, reused = _cached_outputs(

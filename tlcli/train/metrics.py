@@ -1,8 +1,11 @@
-"""Classification metrics: accuracy, precision, recall, F1 per class and averaged, confusion.
+"""Classification metrics: accuracy, precision, recall, F1 per class and averaged, confusion;
+and how well the probabilities are calibrated (expected calibration error, log loss).
 
 >>> m = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
 >>> m["accuracy"], m["confusion_matrix"]
 (0.6667, [[1, 0], [1, 1]])
+>>> calibration_metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]]))
+{'ece': 0.2, 'nll': 0.231, 'bins': 15}
 """
 
 from __future__ import annotations
@@ -44,6 +47,31 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
         "labels": list(labels),
         "images": len(y_true),
     }
+
+
+# Equal-width confidence bins for the expected calibration error, as in Guo et al. 2017, "On
+# Calibration of Modern Neural Networks" (https://arxiv.org/abs/1706.04599), which used 15.
+ECE_BINS = 15
+
+
+def calibration_metrics(
+    y_true: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS
+) -> dict:
+    """Expected calibration error (top-1 confidence against accuracy, over equal-width bins,
+    weighted by the images in each) and the mean negative log-likelihood of the true class."""
+    probabilities = np.asarray(probabilities, np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    # Bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 joins bin 0.
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.sum() * abs(correct[members].mean() - confidence[members].mean())
+    true_p = probabilities[np.arange(len(y_true)), y_true]
+    nll = -np.log(np.clip(true_p, np.finfo(np.float32).tiny, 1.0)).mean()
+    return {"ece": _round(gap / max(len(y_true), 1)), "nll": round(float(nll), 4), "bins": bins}
 
 
 def metrics_rows(metrics: dict) -> list[list[str]]:

@@ -64,16 +64,25 @@ def write_run_files(cfg: Config, run: RunDir) -> None:
     write_json(run.path / "versions.json", versions)
 
 
-def load_data(cfg: Config, run: RunDir, stage: str, console: Console) -> StageData:
+def load_data(
+    cfg: Config, run: RunDir, stage: str, console: Console, *, require_trainable: bool = True
+) -> StageData:
     """The stage's decoded data; its problems on the console and in its report: pretrain's in
-    its own folder (another dataset), the target stages' in the run folder (they share one)."""
+    its own folder (another dataset), the target stages' in the run folder (they share one).
+    `require_trainable=False` lets the doctor look at data no stage could train on."""
     data_cfg = cfg.stage_data(stage)
     image_size = data_cfg.image_size or cfg.image_size
     report_dir = run.stage_dir(stage) if stage == "pretrain" else run.path
     report_dir = write_path(report_dir)  # other workers keep their reports to themselves
     with console.progress() as progress:
         data = load_stage_data(
-            data_cfg, tuple(image_size), cfg.seed, write_path(run.cache_dir), report_dir, progress
+            data_cfg,
+            tuple(image_size),
+            cfg.seed,
+            write_path(run.cache_dir),
+            report_dir,
+            progress,
+            require_trainable=require_trainable,
         )
     report = data.report
     if report["skipped"] or report["converted"]:

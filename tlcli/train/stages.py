@@ -118,11 +118,14 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
 
     from tlcli.model.freezing import unfreeze_top
     from tlcli.model.network import FLOAT32_LAYERS, rebuild
+    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
 
     job = StageJob(cfg, run, "unfreeze", data, cfg.data, cfg.unfreeze, console)
     console.banner("unfreeze", _describe(job, "finetune"))
     with model_scope(cfg.run):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
+        # A calibrated finetune (tlcli.insight.calibration) trains on from its head as trained.
+        restore_output_weights(model, run.stage_dir("finetune") / UNCALIBRATED_FILE)
         if cfg.unfreeze.train_bn:
             model = rebuild(model, base_training=None)
         # A saved model brings the dtype policy it was trained under; this stage has its own.

@@ -1,0 +1,78 @@
+"""Every report of an evaluation, in one call: the error report, the reliability diagram, the
+model card, and the run's report page.
+
+    evaluate_and_report(cfg, stage, calibrate=True)   calibrate (or undo it), evaluate, report
+    write_reports(run_dir)                            draw them again from the run folder
+
+`tlcli evaluate` and `tlcli run` call these after evaluating; `tlcli report RUN_DIR` redraws
+them (no model is loaded: each evaluation saved its predictions beside metrics.json).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlcli.config import Config
+from tlcli.console import Console
+from tlcli.insight.calibration import (
+    RELIABILITY_PLOT,
+    calibrate_stage,
+    plot_reliability,
+    uncalibrate_stage,
+)
+from tlcli.insight.errors_report import write_error_report
+from tlcli.insight.model_card import MODEL_CARD, write_model_card
+from tlcli.insight.report_html import write_report_page
+from tlcli.insight.run_facts import read_run
+from tlcli.rundir import TARGET_STAGES
+from tlcli.runtime.distribute import is_chief
+
+
+def evaluate_and_report(
+    cfg: Config,
+    stage: str | None = None,
+    console: Console | None = None,
+    *,
+    calibrate: bool | None = None,
+):
+    """Calibrate the stage (True), undo its calibration (False) or leave it (None); evaluate
+    it; write its reports and the run's report page. Returns the `Evaluation`."""
+    from tlcli.train.evaluate import score_stage
+
+    console = console or Console()
+    if calibrate:
+        calibrate_stage(cfg, stage, console)
+    elif calibrate is False:
+        uncalibrate_stage(cfg.run_dir, stage, console)
+    evaluation = score_stage(cfg, stage, console)
+    write_reports(cfg.run_dir, [evaluation.stage], console)
+    return evaluation
+
+
+def write_reports(
+    run_dir: Path, stages: list[str] | None = None, console: Console | None = None
+) -> Path:
+    """Error report, reliability diagram and model card of each evaluated target stage in
+    `stages` (default: all), then report.html; returns the page's path."""
+    from tlcli.train.evaluate import load_evaluation
+
+    console = console or Console()
+    if not is_chief():
+        return run_dir / "report.html"
+    facts = read_run(run_dir)
+    for name in stages or TARGET_STAGES:
+        evaluation = load_evaluation(run_dir / name)
+        if evaluation is None or name not in facts.stages:
+            continue
+        title = f"{facts.name}: {name} on {evaluation.split}"
+        write_error_report(evaluation, console, title)
+        plot_reliability(
+            evaluation.labels, evaluation.probabilities, evaluation.file(RELIABILITY_PLOT), title
+        )
+        write_model_card(facts, facts.stages[name])
+    page = write_report_page(run_dir)
+    cards = [
+        str(run_dir / s / MODEL_CARD) for s in facts.stages if (run_dir / s / MODEL_CARD).is_file()
+    ]
+    console.info(f"report: {page}" + (f"; model card: {', '.join(cards)}" if cards else ""))
+    return page
