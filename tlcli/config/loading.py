@@ -26,8 +26,15 @@ from tlcli.config.schema import SPECIAL_WEIGHTS, Config
 from tlcli.errors import ConfigError
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override, validate and path-check a config file. Raises ConfigError."""
+def load_config(
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    sweep_params: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Read, override, validate and path-check a config file. Raises ConfigError.
+
+    `sweep_params` are `KEY=SPEC` items added to the sweep section's params (`--param`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -40,6 +47,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     raw.setdefault("name", path.stem)
     overridden = apply_overrides(raw, overrides, path)
+    overridden.update(_apply_sweep_params(raw, sweep_params, path))
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -80,6 +88,30 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
     return applied
 
 
+def _apply_sweep_params(raw: dict, items: list[str] | tuple[str, ...], path: Path) -> dict:
+    """`KEY=SPEC` items into raw["sweep"]["params"]; returns {key: item} for messages."""
+    applied = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"--param {item}: expected KEY=SPEC, e.g. "
+                "finetune.optimizer.learning_rate=loguniform(1e-4,1e-2)"
+            )
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError:
+            spec = text
+        if not isinstance(raw.get("sweep"), dict):
+            raw["sweep"] = {}
+        if not isinstance(raw["sweep"].get("params"), dict):
+            raw["sweep"]["params"] = {}
+        raw["sweep"]["params"][key] = spec
+        applied[f"sweep.params.{key}"] = f"--param {item}"
+    return applied
+
+
 def check_paths(config: Config) -> None:
     """Every folder and weights file the config names must exist, checked before any work."""
     data_sections = [("data", config.data)]
@@ -111,7 +143,7 @@ def _absolute_paths(config: Config) -> Config:
             if isinstance(value, Path):
                 setattr(section, key, value.expanduser().absolute())
 
-    resolve(config, ("output_dir",))
+    resolve(config, ("output_dir", "cache_dir"))
     resolve(config.data, ("train_dir", "val_dir", "test_dir"))
     if config.pretrain is not None:
         resolve(config.pretrain.data, ("train_dir", "val_dir", "test_dir"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class StageJob:
     data_cfg: DataConfig
     settings: TrainStage  # the stage's own config section
     console: Console
+    callbacks: Sequence[Any] = ()  # the caller's Keras callbacks, passed on to fit()
 
     @property
     def stage_dir(self) -> Path:
@@ -89,6 +91,7 @@ def train_and_save(job: StageJob, model) -> StageResult:
         write_path(job.stage_dir),
         job.console.keras_verbose,
         resume_from=job.stage_dir / "backup",
+        extra_callbacks=job.callbacks,
     )
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
@@ -120,7 +123,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         plain.cache["reason"] = "multi-worker"
         return plain
     with model_scope(job.cfg.run):  # the split models train and predict under the run's strategy
-        plan = plan_cache(job.name, model, job.settings, job.data_cfg, job.data, job.run.cache_dir)
+        plan = plan_cache(job.name, model, job.settings, job.data_cfg, job.data, job.cfg.cache_path)
     job.console.info(plan.reason)
     if plan.split is None:
         plain.cache["reason"] = plan.reason
@@ -134,7 +137,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
             augment=augment,
             seed=job.cfg.seed,
             batch_size=job.data_cfg.batch_size,
-            cache_dir=job.run.cache_dir,
+            cache_dir=job.cfg.cache_path,
             tag=job.name,
             progress=progress,
         )

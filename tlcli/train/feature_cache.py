@@ -12,8 +12,10 @@ image itself) and each epoch serves every image in a random one of its views.
 
 The cache key covers the bottom's weights (hashed), its layers' configs, the decoded pixels
 (file list, sizes, mtimes, image size), the rows of the split, the views, the augmentation and
-the seed: anything else is a miss, and the stale file is replaced. `tests/test_feature_cache.py`
-shows it at work; the stages use it through `tlcli.train.core`.
+the seed: anything else is a miss. Runs and processes may share the cache folder (`cache_dir`):
+one process computes an entry while the others wait for it, and an entry of another key is
+deleted only once nobody used it for a while (`tlcli.files.remove_stale`).
+`tests/test_feature_cache.py` shows it at work; the stages use it through `tlcli.train.core`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 from tlcli.config import AugmentConfig, DataConfig
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit, StageData
-from tlcli.files import atomic_path, write_json
+from tlcli.files import atomic_path, exclusive_lock, mark_used, remove_stale, write_json
 from tlcli.model.split import SplitModel, split_at_head, split_in_base
 
 FEATURE_CHUNK = 1024  # images per predict() call
@@ -148,12 +150,46 @@ def _cached_outputs(
 ) -> tuple[np.ndarray, bool]:
     key = _key(bottom_digest, split, views, augment, seed)
     path = path_prefix.with_name(f"{path_prefix.name}-{key}.npy")
+    cached = _load_cached(path)
+    if cached is not None:
+        return cached, True
+    with exclusive_lock(path.with_suffix(".lock")):
+        # Another process may have cached these outputs while this one waited for the lock.
+        cached = _load_cached(path)
+        if cached is not None:
+            return cached, True
+        remove_stale(path.parent, f"{path_prefix.name}-", keep=path.stem)
+        return _compute(
+            bottom, split, num_classes, views, augment, seed, batch_size, path, progress
+        )
+
+
+def _load_cached(path: Path) -> np.ndarray | None:
+    """The cached outputs, or None while they are missing or incomplete (no done marker)."""
+    try:
+        if not path.with_suffix(".json").is_file():
+            return None
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):  # removed between the check and the open
+        return None
+    mark_used(path)
+    return array
+
+
+def _compute(
+    bottom: keras.Model,
+    split: DecodedSplit,
+    num_classes: int,
+    views: int,
+    augment: AugmentConfig | None,
+    seed: int,
+    batch_size: int,
+    path: Path,
+    progress,
+) -> tuple[np.ndarray, bool]:
+    """Run the bottom over the split (each view) into `path`, then write its done marker."""
     done_marker = path.with_suffix(".json")
-    if path.is_file() and done_marker.is_file():
-        return np.load(path, mmap_mode="r"), True
-    for stale in path.parent.glob(f"{path_prefix.name}-*"):
-        stale.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path_prefix = path.with_name(path.name.rsplit("-", 1)[0])
     feature_shape = tuple(bottom.output_shape[1:])
     shape = (views, len(split), *feature_shape) if views > 1 else (len(split), *feature_shape)
     tick = progress(f"Caching {path_prefix.name}", views * len(split)) if progress else None

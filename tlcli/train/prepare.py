@@ -73,7 +73,7 @@ def load_data(cfg: Config, run: RunDir, stage: str, console: Console) -> StageDa
     report_dir = write_path(report_dir)  # other workers keep their reports to themselves
     with console.progress() as progress:
         data = load_stage_data(
-            data_cfg, tuple(image_size), cfg.seed, write_path(run.cache_dir), report_dir, progress
+            data_cfg, tuple(image_size), cfg.seed, write_path(cfg.cache_path), report_dir, progress
         )
     report = data.report
     if report["skipped"] or report["converted"]:

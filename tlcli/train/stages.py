@@ -17,7 +17,9 @@ loads its data (all image problems surface here), builds or loads its model, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tlcli.config import Config, TrainStage, stage_fingerprint
 from tlcli.console import Console
@@ -30,8 +32,17 @@ from tlcli.train.evaluate import check_labels, evaluate
 from tlcli.train.prepare import start_stage_work
 
 
-def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) -> StageResult:
-    """Train the whole base, with its own head, on the source task (`pretrain.data`)."""
+def pretrain(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> StageResult:
+    """Train the whole base, with its own head, on the source task (`pretrain.data`).
+
+    `callbacks` (Keras callbacks, here and in the other stages) are passed on to fit().
+    """
     console = console or Console()
     if cfg.pretrain is None:
         raise ConfigError(f"{cfg.source}: pretrain: the config has no pretrain section")
@@ -44,7 +55,7 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     from tlcli.model.network import build_classifier
     from tlcli.model.weights import build_base_with_weights
 
-    job = StageJob(cfg, run, "pretrain", data, data_cfg, cfg.pretrain, console)
+    job = StageJob(cfg, run, "pretrain", data, data_cfg, cfg.pretrain, console, callbacks)
     console.banner("pretrain", _describe(job, cfg.pretrain.weights))
     with model_scope(cfg.run):
         base = build_base_with_weights(
@@ -61,7 +72,13 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     return train_and_save(job, model)
 
 
-def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) -> StageResult:
+def finetune(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> StageResult:
     """Freeze the base, put a new head on it, train the head on the target data."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
@@ -75,16 +92,16 @@ def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
 
     from tlcli.model.freezing import freeze_base
     from tlcli.model.network import build_classifier, copy_hidden_head
-    from tlcli.model.weights import build_base_with_weights
+    from tlcli.model.weights import build_frozen_base
 
     weights = (
         str(run.model_path("pretrain")) if cfg.model.weights == "pretrain" else cfg.model.weights
     )
     head = cfg.pretrain.head if cfg.model.head == "pretrain" else cfg.model.head
-    job = StageJob(cfg, run, "finetune", data, cfg.data, cfg.finetune, console)
+    job = StageJob(cfg, run, "finetune", data, cfg.data, cfg.finetune, console, callbacks)
     console.banner("finetune", _describe(job, cfg.model.weights))
     with model_scope(cfg.run):
-        base = build_base_with_weights(cfg.model.base, cfg.image_size, weights)
+        base = build_frozen_base(cfg.model.base, cfg.image_size, weights)
         model = build_classifier(
             base, data.num_classes, head, cfg.model.pooling, cfg.model.base, base_training=False
         )
@@ -96,7 +113,13 @@ def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     return train_and_save(job, model)
 
 
-def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) -> StageResult:
+def unfreeze(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> StageResult:
     """Start from the finetune model, let the top of the base train at a low learning rate."""
     console = console or Console()
     if cfg.unfreeze is None:
@@ -113,7 +136,7 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     from tlcli.model.freezing import unfreeze_top
     from tlcli.model.network import FLOAT32_LAYERS, rebuild
 
-    job = StageJob(cfg, run, "unfreeze", data, cfg.data, cfg.unfreeze, console)
+    job = StageJob(cfg, run, "unfreeze", data, cfg.data, cfg.unfreeze, console, callbacks)
     console.banner("unfreeze", _describe(job, "finetune"))
     with model_scope(cfg.run):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
