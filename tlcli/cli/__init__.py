@@ -6,6 +6,7 @@ instant.
     training.py  pretrain, finetune, unfreeze, run, evaluate
     dataset.py   config, preflight
     serving.py   predict, export
+    experiments.py  sweep, compare, lr-find
 
 May import: every package below (lazily, inside a command, where it would load TensorFlow).
 """
@@ -23,6 +24,7 @@ from tlcli.cli.app import app
 # isort: off
 from tlcli.cli import training  # noqa: F401
 from tlcli.cli import dataset, serving  # noqa: F401
+from tlcli.cli import experiments  # noqa: F401
 
 # isort: on
 

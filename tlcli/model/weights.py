@@ -64,7 +64,7 @@ def build_base_with_weights(
 
 
 # Inside `shared_frozen_bases()`: the bases built so far, by what they were built from.
-_shared_bases: dict[tuple, keras.Model] | None = None
+_shared_bases: dict[tuple, tuple[keras.Model, object]] | None = None
 
 
 @contextlib.contextmanager
@@ -86,9 +86,16 @@ def shared_frozen_bases() -> Iterator[None]:
 def build_frozen_base(base_name: str, image_size: tuple[int, int], weights: str):
     """`build_base_with_weights` for a base its caller freezes and never trains: inside
     `shared_frozen_bases()`, a base built earlier from the same arguments (and the same weights
-    file, dtype policy and tf.distribute strategy) is returned again."""
+    file, dtype policy and tf.distribute strategy) is returned again.
+
+    Building draws seeds for the base's initializers from Python's `random`; a reused base
+    leaves `random` as the build left it, so the head that follows gets the same initial
+    weights either way (a sweep's trial and `tlcli run` of its config train the same model).
+    """
     if _shared_bases is None:
         return build_base_with_weights(base_name, image_size, weights)
+    import random
+
     import tensorflow as tf
 
     path = Path(weights)
@@ -100,14 +107,17 @@ def build_frozen_base(base_name: str, image_size: tuple[int, int], weights: str)
         stamp,
         keras.config.dtype_policy().name,
         id(tf.distribute.get_strategy()),
+        hash(random.getstate()),
     )
     if weights == "none" or key not in _shared_bases:
         # Random weights differ with every build (and the seed): never shared.
         base = build_base_with_weights(base_name, image_size, weights)
         if weights == "none":
             return base
-        _shared_bases[key] = base
-    return _shared_bases[key]
+        _shared_bases[key] = (base, random.getstate())
+    base, random_after_build = _shared_bases[key]
+    random.setstate(random_after_build)
+    return base
 
 
 def find_saved_model(path: Path) -> Path:

@@ -22,7 +22,7 @@ def plot_curves(history_csv: Path, target: Path, title: str) -> None:
     rows = read_csv_rows(history_csv)
     if not rows:
         return
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [int(r["epoch"]) + 1 for r in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
@@ -36,11 +36,11 @@ def plot_curves(history_csv: Path, target: Path, title: str) -> None:
         axis.legend()
     figure.suptitle(title)
     figure.tight_layout()
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def plot_confusion(metrics: dict, target: Path, title: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(metrics["confusion_matrix"])
     labels = metrics["labels"]
     size = max(4.0, 0.6 * len(labels) + 2)
@@ -56,10 +56,11 @@ def plot_confusion(metrics: dict, target: Path, title: str) -> None:
         color = "white" if value > limit else "black"
         axis.text(col, row, str(value), ha="center", va="center", color=color)
     figure.tight_layout()
-    _save(figure, target)
+    save_figure(figure, target)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,7 +69,8 @@ def _pyplot():
     return plt
 
 
-def _save(figure, target: Path) -> None:
+def save_figure(figure, target: Path) -> None:
+    """Write a figure atomically and free it."""
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=100)
-    _pyplot().close(figure)
+    pyplot().close(figure)

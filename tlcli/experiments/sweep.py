@@ -1,0 +1,225 @@
+"""`tlcli sweep`: run trials of a config's search space until the study has its budget.
+
+    <output_dir>/<name>/            the sweep folder
+        sweep.json                  what was swept, and where the study is stored
+        study.journal               the Optuna study (unless `storage` names another)
+        cache/                      decoded images and cached features, shared by every trial
+        trials/0000/ ...            one normal run folder per trial (+ trial.json, log.txt)
+        results.csv, results.json   every trial: values, state, score, time, error
+        sweep.png                   optimisation history and parameter importance
+        best.yaml                   the best trial's complete config, for `tlcli run`
+
+Trials run in this process one after another, sharing TensorFlow, the decoded images, the
+cached features and the frozen base. Several processes may work on one study (same storage,
+mode resume): each takes the next trial until the budget is reached, then waits for the trials
+still running elsewhere, and writes the results.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlcli.config import Config
+from tlcli.console import Console
+from tlcli.errors import ConfigError
+from tlcli.experiments import study as studies
+from tlcli.experiments.results import write_results
+from tlcli.experiments.space import suggest, trial_config
+from tlcli.files import write_json
+from tlcli.rundir import Mode
+from tlcli.runtime.startup import import_tensorflow
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    trials_run: int  # by this process
+    rows: list[dict[str, Any]]  # every trial of the study, as in results.json
+    best: dict[str, Any] | None  # the best complete trial's row
+
+
+def sweep(
+    cfg: Config, mode: Mode = "new", console: Console | None = None, storage: str | None = None
+) -> SweepResult:
+    """Run the trials of `cfg.sweep` (this process's share of them), then write the results."""
+    console = console or Console()
+    if cfg.sweep is None or not cfg.sweep.params:
+        raise ConfigError(f"{cfg.source}: sweep: give the keys to search in sweep.params")
+    studies.import_optuna()
+    import_tensorflow()  # quietly, before anything below imports Keras
+    folder = cfg.run_dir
+    if mode == "overwrite":
+        _clear_sweep_folder(folder, keep_study=storage is not None)
+    store = studies.open_storage(storage, folder)
+    study = studies.open_study(cfg, store, mode)
+    budget = _budget(cfg)
+    write_json(
+        folder / "sweep.json",
+        {"name": cfg.name, "metric": cfg.sweep.metric, "trials": budget, "storage": storage or
+         str(folder / "study.journal"), "params": list(cfg.sweep.params)},
+    )  # fmt: skip
+    console.banner(
+        "sweep",
+        f"{cfg.name}: {budget} trials over {', '.join(cfg.sweep.params)}; "
+        f"{cfg.sweep.metric} ({'max' if cfg.sweep.maximize else 'min'}), {cfg.sweep.sampler}",
+    )
+    trials_run = _run_trials(cfg, study, budget, folder, console)
+    rows, best = write_results(cfg, study, folder, console)
+    return SweepResult(folder, trials_run, rows, best)
+
+
+def _budget(cfg: Config) -> int:
+    if cfg.sweep.sampler != "grid":
+        return cfg.sweep.trials
+    from tlcli.experiments.space import grid_space
+
+    points = 1
+    for values in grid_space(cfg.sweep).values():
+        points *= len(values)
+    return min(cfg.sweep.trials, points)
+
+
+def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console) -> int:
+    from optuna.trial import TrialState
+
+    from tlcli.model.weights import shared_frozen_bases
+
+    ran, waited = 0, False
+    poll = max(1.0, min(5.0, cfg.sweep.stale_after / 4))
+    with shared_frozen_bases():
+        while True:
+            for number in studies.reclaim_dead_trials(study, cfg.sweep.stale_after):
+                console.warn(f"trial {number}: its process stopped; re-queued with its values")
+            trials = study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if not waiting and len(studies.counted(trials)) >= budget:
+                if not any(t.state == TrialState.RUNNING for t in trials):
+                    return ran
+                if not waited:
+                    console.info("waiting for the trials still running in other processes")
+                    waited = True
+                time.sleep(poll)
+                continue
+            study.sampler = studies.make_sampler(cfg.sweep, cfg.seed + len(trials))
+            trial = study.ask()
+            if _surplus(study, trial, budget):
+                continue
+            # Seeded by the trial number: reproducible alone, different in every process.
+            study.sampler = studies.make_sampler(cfg.sweep, cfg.seed + trial.number)
+            _one_trial(cfg, study, trial, budget, folder, console)
+            ran += 1
+
+
+def _surplus(study, trial, budget: int) -> bool:
+    """A new trial asked for after another process took the last one: told failed, uncounted."""
+    from optuna.trial import TrialState
+
+    if "retry_of" in trial.user_attrs:
+        return False
+    before = [
+        t for t in studies.counted(study.get_trials(deepcopy=False)) if t.number < trial.number
+    ]
+    if len(before) < budget:
+        return False
+    trial.set_user_attr("surplus", True)
+    study.tell(trial, state=TrialState.FAIL)
+    return True
+
+
+def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Console) -> None:
+    from optuna.trial import TrialState
+
+    from tlcli.experiments.trial import run_trial
+
+    number = studies.slot(trial)
+    values = suggest(trial, cfg.sweep.params)
+    trial_cfg = trial_config(cfg, values, folder / "trials", f"{number:04d}")
+    trial.set_user_attr("folder", str(trial_cfg.run_dir))
+    trial.set_user_attr("values", values)
+    log = trial_cfg.run_dir / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with studies.heartbeat(trial, max(1.0, cfg.sweep.stale_after / 6)), log.open("a") as out:
+            outcome = run_trial(trial_cfg, trial, values, cfg.sweep.metric, Console(True, file=out))
+    except KeyboardInterrupt:
+        # Interrupted work resumes: the trial goes back in the queue with its values.
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(values_of(trial), user_attrs={"retry_of": number}, skip_if_exists=False)
+        raise
+    trial.set_user_attr("seconds", outcome.seconds)
+    if outcome.error:
+        trial.set_user_attr("error", outcome.error)
+    if outcome.state == "complete" and cfg.sweep.evaluate == "all":
+        _evaluate(trial_cfg)
+    state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(
+        outcome.state, TrialState.FAIL
+    )
+    study.tell(trial, outcome.value if state == TrialState.COMPLETE else None, state=state)
+    shown = "failed: " + outcome.error if outcome.error else _score(cfg, outcome)
+    console.result(
+        f"trial {number:04d} ({len(studies.counted(study.get_trials(deepcopy=False)))}/{budget}) "
+        f"{_values_text(values)} -> {shown} ({outcome.seconds:.1f}s)",
+        tone="bad" if outcome.error else "plain",
+    )
+
+
+def values_of(trial) -> dict[str, Any]:
+    return dict(trial.params)
+
+
+def _evaluate(trial_cfg: Config) -> None:
+    """Score the trial's last stage on evaluate.split (its metrics.json feeds the results)."""
+    from tlcli.train.evaluate import evaluate
+
+    with (trial_cfg.run_dir / "log.txt").open("a") as out:
+        evaluate(trial_cfg, None, Console(True, file=out))
+
+
+def _score(cfg: Config, outcome) -> str:
+    text = f"{cfg.sweep.metric} {outcome.value:.4f}" if outcome.value is not None else "-"
+    return text + (
+        f", pruned after epoch {outcome.pruned_at + 1}" if outcome.pruned_at is not None else ""
+    )
+
+
+def _values_text(values: dict[str, Any]) -> str:
+    names = short_names(list(values))
+    return ", ".join(f"{names[k]}={_short(v)}" for k, v in values.items())
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix of each key that no other key ends with.
+
+    >>> short_names(["finetune.optimizer.learning_rate", "unfreeze.optimizer.learning_rate",
+    ...              "model.head.dropout"])["model.head.dropout"]
+    'dropout'
+    """
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-depth:])
+            if not any(
+                other != key and (other == suffix or other.endswith("." + suffix)) for other in keys
+            ):
+                break
+        names[key] = suffix
+    return names
+
+
+def _clear_sweep_folder(folder: Path, keep_study: bool) -> None:
+    """Everything of a previous sweep but the cache (keyed by content, still valid)."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name == "cache" or (keep_study and path.name == "study.journal"):
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
