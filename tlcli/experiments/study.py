@@ -106,15 +106,18 @@ def _described(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not k.startswith(MAY_CHANGE)}
 
 
-def make_sampler(sweep: SweepConfig, seed: int):
+def make_sampler(sweep: SweepConfig, seed: int, trial_number: int):
+    """The sampler for one trial, seeded by the trial number: a sweep repeats alone, and two
+    processes never draw the same values. The grid's order follows the seed alone (every
+    process must see the same grid)."""
     optuna = import_optuna()
     from tlcli.experiments.space import grid_space
 
     if sweep.sampler == "grid":
         return optuna.samplers.GridSampler(grid_space(sweep), seed=seed)
     if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed + trial_number)
+    return optuna.samplers.TPESampler(seed=seed + trial_number)
 
 
 def make_pruner(sweep: SweepConfig):

@@ -104,12 +104,11 @@ def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console)
                     waited = True
                 time.sleep(poll)
                 continue
-            study.sampler = studies.make_sampler(cfg.sweep, cfg.seed + len(trials))
+            study.sampler = studies.make_sampler(cfg.sweep, cfg.seed, len(trials))
             trial = study.ask()
             if _surplus(study, trial, budget):
                 continue
-            # Seeded by the trial number: reproducible alone, different in every process.
-            study.sampler = studies.make_sampler(cfg.sweep, cfg.seed + trial.number)
+            study.sampler = studies.make_sampler(cfg.sweep, cfg.seed, trial.number)
             _one_trial(cfg, study, trial, budget, folder, console)
             ran += 1
 
@@ -126,8 +125,18 @@ def _surplus(study, trial, budget: int) -> bool:
     if len(before) < budget:
         return False
     trial.set_user_attr("surplus", True)
-    study.tell(trial, state=TrialState.FAIL)
+    _tell(study, trial, None, TrialState.FAIL)
     return True
+
+
+def _tell(study, trial, value: float | None, state) -> None:
+    """study.tell; the grid sampler's wish to stop the study when its grid is done is moot
+    here (it expects study.optimize): the budget loop ends the sweep, and the trial is stored."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Console) -> None:
@@ -147,7 +156,7 @@ def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Co
             outcome = run_trial(trial_cfg, trial, values, cfg.sweep.metric, Console(True, file=out))
     except KeyboardInterrupt:
         # Interrupted work resumes: the trial goes back in the queue with its values.
-        study.tell(trial, state=TrialState.FAIL)
+        _tell(study, trial, None, TrialState.FAIL)
         study.enqueue_trial(values_of(trial), user_attrs={"retry_of": number}, skip_if_exists=False)
         raise
     trial.set_user_attr("seconds", outcome.seconds)
@@ -158,7 +167,7 @@ def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Co
     state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(
         outcome.state, TrialState.FAIL
     )
-    study.tell(trial, outcome.value if state == TrialState.COMPLETE else None, state=state)
+    _tell(study, trial, outcome.value if state == TrialState.COMPLETE else None, state)
     shown = "failed: " + outcome.error if outcome.error else _score(cfg, outcome)
     console.result(
         f"trial {number:04d} ({len(studies.counted(study.get_trials(deepcopy=False)))}/{budget}) "

@@ -1,0 +1,162 @@
+"""tlcli sweep: the space checked before any trial, trials as run folders, results, best.yaml,
+resuming a killed sweep, and two processes sharing one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import config_dict, make_image_folder, run_subprocess, words
+
+SPACE = {
+    "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)",
+    "model.head.dropout": "uniform(0.0, 0.5)",
+}
+
+
+def _sweep_config(root: Path, trials: int = 3, epochs: int = 2, **sweep) -> dict:
+    config = config_dict(root, finetune={"epochs": epochs})
+    config["sweep"] = {"trials": trials, "params": dict(SPACE), "pruner": "none", **sweep}
+    return config
+
+
+@pytest.mark.parametrize(
+    ("param", "words_expected"),
+    [
+        ("finetune.optimizer.learnig_rate=loguniform(1e-4,1e-2)", "did you mean"),
+        ("finetune.epochs=uniform(1.5,3)", "does not take a float range"),
+        ("model.head.dropout=uniform(0.1,1.5)", "less than 1"),
+        ("finetune.optimizer.learning_rate=loguniform(1e-2,1e-4)", "must be below high"),
+        ("model.base=[vgg16,vgg61]", "unknown base"),
+        ("finetune.epochs=normal(3)", "not a search space"),
+    ],
+)
+def test_a_bad_space_is_one_line_before_any_trial(
+    image_folder, write_config, cli, param, words_expected
+):
+    path = write_config(_sweep_config(image_folder))
+    result = cli("sweep", path, "--param", param)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "sweep.params." in lines[0] and words_expected in words(lines[0])
+    assert not (image_folder.parent / "runs" / "t").exists(), "nothing ran"
+
+
+def _saved_base_weights(folder: Path) -> str:
+    """A VGG16 weights file: with weights from a file, trials share one built base."""
+    from tlcli.bases import build_base
+
+    path = folder / "vgg16-32.weights.h5"
+    build_base("vgg16", (32, 32), None).save_weights(path)
+    return str(path)
+
+
+def test_sweep_writes_trials_results_and_a_best_config_that_reproduces(tmp_path, write_config, cli):
+    import keras
+
+    root = make_image_folder(tmp_path / "data", {"train": 8, "val": 4, "test": 4})
+    config = _sweep_config(root, trials=4, sampler="grid", epochs=1)
+    good = _saved_base_weights(tmp_path)  # from a file: the trials share one built base
+    bad = tmp_path / "other.weights.h5"  # weights of another network: they do not fit VGG16
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save_weights(bad)
+    config["sweep"]["params"] = {
+        "model.weights": [good, str(bad)],
+        "model.head.dropout": [0.1, 0.4],
+    }
+    result = cli("sweep", write_config(config), "--quiet")
+    assert result.exit_code == 0, result.output
+    sweep_dir = tmp_path / "runs" / "t"
+    results = json.loads((sweep_dir / "results.json").read_text())
+    rows, best = results["trials"], results["best"]
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3]
+    for row in rows:
+        if row["model.weights"] == str(bad):  # a failing trial is recorded, the sweep goes on
+            assert row["state"] == "fail" and "does not fit vgg16" in row["error"]
+            continue
+        assert row["state"] == "complete"
+        trial = sweep_dir / "trials" / f"{row['trial']:04d}"  # a normal run folder
+        trial_config = yaml.safe_load((trial / "config.yaml").read_text())
+        assert trial_config["model"]["head"]["dropout"] == row["model.head.dropout"]
+        assert trial_config["cache_dir"] == str(sweep_dir / "cache")
+        assert (trial / "finetune" / "model.keras").is_file()
+    assert len(list((sweep_dir / "cache").glob("features-finetune-train-*.npy"))) == 1
+    assert (sweep_dir / "results.csv").read_text().count("\n") == 5
+    assert (sweep_dir / "sweep.png").stat().st_size > 0
+    assert best["eval_accuracy"] is not None, "the best trial is evaluated"
+
+    result = cli("run", sweep_dir / "best.yaml", "--quiet")
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "runs" / "t-best" / "finetune" / "stage.json").read_text())
+    trial = sweep_dir / "trials" / f"{best['trial']:04d}" / "finetune" / "stage.json"
+    trained = json.loads(trial.read_text())
+    assert again["final"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert again["final"]["val_loss"] == pytest.approx(trained["final"]["val_loss"], rel=1e-4)
+
+
+def test_without_optuna_sweep_names_the_extra(image_folder, write_config, tmp_path):
+    blocker = tmp_path / "no_optuna"
+    blocker.mkdir()
+    (blocker / "optuna.py").write_text("raise ImportError('no optuna here')\n")
+    env = {"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = run_subprocess("sweep", write_config(_sweep_config(image_folder)), env=env)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'tlcli[sweep]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _start_sweep(config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlcli", "sweep", str(config), "--quiet", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(image_folder, write_config):
+    path = write_config(_sweep_config(image_folder, trials=3, epochs=6))
+    trials = image_folder.parent / "runs" / "t" / "trials"
+    process = _start_sweep(path)
+    deadline = time.time() + 300
+    while not (trials / "0001" / "finetune" / "backup").is_dir():  # trial 1 is mid-way
+        assert process.poll() is None and time.time() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    finished = trials / "0000" / "finetune" / "model.keras"
+    stamp = finished.stat().st_mtime_ns
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    result = run_subprocess("sweep", path, "--resume")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trial 1: its process stopped; re-queued" in words(result.stderr)
+    assert finished.stat().st_mtime_ns == stamp, "a finished trial is not trained again"
+    rows = json.loads((trials.parent / "results.json").read_text())["trials"]
+    assert [(r["trial"], r["state"]) for r in rows] == [(i, "complete") for i in range(3)]
+    assert rows[1]["number"] != 1, "trial 1 ran again as a re-queued copy, in its own folder"
+    state = json.loads((trials / "0001" / "finetune" / "stage.json").read_text())
+    assert state["status"] == "finished" and state["resumed_from_epoch"] >= 1
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study_and_run_no_trial_twice(image_folder, write_config):
+    path = write_config(_sweep_config(image_folder, trials=6, epochs=3))
+    first = _start_sweep(path, "--resume")
+    second = _start_sweep(path, "--resume")
+    outputs = [first.communicate(timeout=600)[0], second.communicate(timeout=600)[0]]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    sweep_dir = image_folder.parent / "runs" / "t"
+    rows = json.loads((sweep_dir / "results.json").read_text())["trials"]
+    assert sorted(r["trial"] for r in rows) == list(range(6))
+    assert all(r["state"] == "complete" for r in rows)
+    ran = [line for out in outputs for line in out.splitlines() if line.startswith("trial ")]
+    assert sorted(line.split()[1] for line in ran) == [f"{i:04d}" for i in range(6)], ran
+    assert all(any(line.startswith("trial ") for line in out.splitlines()) for out in outputs)
