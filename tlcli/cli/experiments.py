@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -10,13 +11,13 @@ from tlcli.cli.app import (
     CONFIG,
     OVERWRITE,
     QUIET,
-    RESUME,
     SET,
     app,
     handle_errors,
     make_console,
     training_mode,
 )
+from tlcli.errors import ConfigError
 
 
 @app.command(
@@ -58,4 +59,37 @@ def sweep(
     run_sweep(cfg, training_mode(resume, overwrite), make_console(quiet), storage)
 
 
-__all__ = ["OVERWRITE", "QUIET", "RESUME", "SET", "sweep"]
+@app.command(
+    epilog="Example: tlcli compare runs/a runs/b 'runs/my-sweep' --sort finetune.accuracy --desc"
+)
+@handle_errors
+def compare(
+    runs: list[str] = typer.Argument(
+        ..., help="Run or sweep folders, or glob patterns ('runs/*').", show_default=False
+    ),
+    sort: str | None = typer.Option(None, "--sort", help="Sort by this column."),
+    desc: bool = typer.Option(False, "--desc", help="Sort in descending order."),
+    output_format: Literal["table", "csv", "json", "markdown"] = typer.Option(
+        "table", "--format", "-f", help="table, csv, json or markdown."
+    ),
+    per_class: bool = typer.Option(False, "--per-class", help="F1 of each class too."),
+    chart: Path | None = typer.Option(None, "--chart", help="Write a PNG bar chart of --metric."),
+    metric: str = typer.Option("finetune.accuracy", "--metric", help="The column --chart shows."),
+    quiet: bool = QUIET,
+) -> None:
+    """Runs and sweeps side by side: the config keys that differ, each stage's metrics, time."""
+    from tlcli.experiments.compare import compare as compare_runs
+    from tlcli.experiments.compare import plot_metric, render
+
+    console = make_console(quiet)
+    comparison = compare_runs(runs, sort=sort, descending=desc, per_class=per_class)
+    for reason in comparison.skipped:
+        console.warn(f"{reason}: skipped")
+    if not comparison.rows:
+        raise ConfigError("no runs to compare")
+    text = render(comparison, output_format, console)
+    if text is not None:
+        typer.echo(text, nl=False)
+    if chart is not None:
+        plot_metric(comparison, metric, chart)
+        console.status(f"chart: {chart}")

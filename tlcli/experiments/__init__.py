@@ -5,6 +5,7 @@
     trial.py     one trial: a normal run folder under <sweep>/trials/NNNN/, pruned per epoch
     sweep.py     `sweep`: trials until the study has its budget, then the results
     results.py   results.csv/json, the table, sweep.png and best.yaml
+    names.py     short names of dotted keys, for tables
     compare.py   `compare`: runs and sweeps side by side, the config keys that differ
     lr_find.py   `lr_find`: the learning-rate range test (Smith, 2017) on a stage's inputs
 

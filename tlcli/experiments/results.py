@@ -15,6 +15,7 @@ import yaml
 
 from tlcli.config import Config
 from tlcli.console import Console
+from tlcli.experiments.names import short_names
 from tlcli.experiments.space import best_config, trial_config
 from tlcli.experiments.study import slot
 from tlcli.files import read_json, write_csv_rows, write_json, write_text
@@ -124,8 +125,6 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print_table(cfg, rows, best_row, folder: Path, console: Console) -> None:
-    from tlcli.experiments.sweep import short_names
-
     metric = cfg.sweep.metric
     names = short_names(list(cfg.sweep.params))
     scored = [r for r in rows if r[metric] is not None]

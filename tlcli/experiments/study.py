@@ -136,8 +136,9 @@ def counted(trials: list) -> list:
 
 
 def slot(trial) -> int:
-    """The trial number whose run folder a trial uses: its own, or the one it retries."""
-    return int(trial.user_attrs.get("retry_of", trial.number))
+    """The trial's place in the budget (0, 1, ...), which names its run folder; a re-queued
+    copy keeps the place, and the folder, of the trial it retries."""
+    return int(trial.user_attrs.get("slot", trial.number))
 
 
 # ------------------------------------------------------------------ heartbeats, dead trials
@@ -192,7 +193,7 @@ def reclaim_dead_trials(study, stale_after: float) -> list[int]:
         if attempt < MAX_ATTEMPTS:
             study.enqueue_trial(
                 trial.params,
-                user_attrs={"retry_of": slot(trial), "attempt": attempt + 1},
+                user_attrs={"retry_of": trial.number, "slot": slot(trial), "attempt": attempt + 1},
                 skip_if_exists=False,
             )
         reclaimed.append(trial.number)

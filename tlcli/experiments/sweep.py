@@ -27,6 +27,7 @@ from tlcli.config import Config
 from tlcli.console import Console
 from tlcli.errors import ConfigError
 from tlcli.experiments import study as studies
+from tlcli.experiments.names import short_names
 from tlcli.experiments.results import write_results
 from tlcli.experiments.space import suggest, trial_config
 from tlcli.files import write_json
@@ -106,27 +107,28 @@ def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console)
                 continue
             study.sampler = studies.make_sampler(cfg.sweep, cfg.seed, len(trials))
             trial = study.ask()
-            if _surplus(study, trial, budget):
+            if not _claim_slot(study, trial, budget):
                 continue
             study.sampler = studies.make_sampler(cfg.sweep, cfg.seed, trial.number)
             _one_trial(cfg, study, trial, budget, folder, console)
             ran += 1
 
 
-def _surplus(study, trial, budget: int) -> bool:
-    """A new trial asked for after another process took the last one: told failed, uncounted."""
+def _claim_slot(study, trial, budget: int) -> bool:
+    """Give a new trial its place in the budget; a trial asked for after another process took
+    the last place is surplus: told failed, and not counted."""
     from optuna.trial import TrialState
 
-    if "retry_of" in trial.user_attrs:
-        return False
-    before = [
-        t for t in studies.counted(study.get_trials(deepcopy=False)) if t.number < trial.number
-    ]
+    if "slot" in trial.user_attrs:  # a re-queued trial keeps its place
+        return True
+    trials = studies.counted(study.get_trials(deepcopy=False))
+    before = [t for t in trials if t.number < trial.number]
     if len(before) < budget:
-        return False
+        trial.set_user_attr("slot", len(before))
+        return True
     trial.set_user_attr("surplus", True)
     _tell(study, trial, None, TrialState.FAIL)
-    return True
+    return False
 
 
 def _tell(study, trial, value: float | None, state) -> None:
@@ -157,7 +159,8 @@ def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Co
     except KeyboardInterrupt:
         # Interrupted work resumes: the trial goes back in the queue with its values.
         _tell(study, trial, None, TrialState.FAIL)
-        study.enqueue_trial(values_of(trial), user_attrs={"retry_of": number}, skip_if_exists=False)
+        retry = {"retry_of": trial.number, "slot": number}
+        study.enqueue_trial(values_of(trial), user_attrs=retry, skip_if_exists=False)
         raise
     trial.set_user_attr("seconds", outcome.seconds)
     if outcome.error:
@@ -202,26 +205,6 @@ def _values_text(values: dict[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def short_names(keys: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix of each key that no other key ends with.
-
-    >>> short_names(["finetune.optimizer.learning_rate", "unfreeze.optimizer.learning_rate",
-    ...              "model.head.dropout"])["model.head.dropout"]
-    'dropout'
-    """
-    names = {}
-    for key in keys:
-        parts = key.split(".")
-        for depth in range(1, len(parts) + 1):
-            suffix = ".".join(parts[-depth:])
-            if not any(
-                other != key and (other == suffix or other.endswith("." + suffix)) for other in keys
-            ):
-                break
-        names[key] = suffix
-    return names
 
 
 def _clear_sweep_folder(folder: Path, keep_study: bool) -> None:
