@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import config_dict, make_image_folder, run_subprocess, words
+from conftest import config_dict, run_subprocess, words
 
 SPACE = {
     "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)",
@@ -50,52 +50,29 @@ def test_a_bad_space_is_one_line_before_any_trial(
     assert not (image_folder.parent / "runs" / "t").exists(), "nothing ran"
 
 
-def _saved_base_weights(folder: Path) -> str:
-    """A VGG16 weights file: with weights from a file, trials share one built base."""
-    from tlcli.bases import build_base
-
-    path = folder / "vgg16-32.weights.h5"
-    build_base("vgg16", (32, 32), None).save_weights(path)
-    return str(path)
-
-
-def test_sweep_writes_trials_results_and_a_best_config_that_reproduces(tmp_path, write_config, cli):
-    import keras
-
-    root = make_image_folder(tmp_path / "data", {"train": 8, "val": 4, "test": 4})
-    config = _sweep_config(root, trials=4, sampler="grid", epochs=1)
-    good = _saved_base_weights(tmp_path)  # from a file: the trials share one built base
-    bad = tmp_path / "other.weights.h5"  # weights of another network: they do not fit VGG16
-    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save_weights(bad)
-    config["sweep"]["params"] = {
-        "model.weights": [good, str(bad)],
-        "model.head.dropout": [0.1, 0.4],
-    }
-    result = cli("sweep", write_config(config), "--quiet")
-    assert result.exit_code == 0, result.output
-    sweep_dir = tmp_path / "runs" / "t"
-    results = json.loads((sweep_dir / "results.json").read_text())
+def test_sweep_writes_trials_results_and_a_best_config_that_reproduces(finished_sweep):
+    results = json.loads((finished_sweep / "results.json").read_text())
     rows, best = results["trials"], results["best"]
     assert [r["trial"] for r in rows] == [0, 1, 2, 3]
     for row in rows:
-        if row["model.weights"] == str(bad):  # a failing trial is recorded, the sweep goes on
+        if row["model.weights"].endswith("other.weights.h5"):
+            # a trial that fails is recorded with its error line, and the sweep goes on
             assert row["state"] == "fail" and "does not fit vgg16" in row["error"]
             continue
         assert row["state"] == "complete"
-        trial = sweep_dir / "trials" / f"{row['trial']:04d}"  # a normal run folder
+        trial = finished_sweep / "trials" / f"{row['trial']:04d}"  # a normal run folder
         trial_config = yaml.safe_load((trial / "config.yaml").read_text())
         assert trial_config["model"]["head"]["dropout"] == row["model.head.dropout"]
-        assert trial_config["cache_dir"] == str(sweep_dir / "cache")
+        assert trial_config["cache_dir"] == str(finished_sweep / "cache")
         assert (trial / "finetune" / "model.keras").is_file()
-    assert len(list((sweep_dir / "cache").glob("features-finetune-train-*.npy"))) == 1
-    assert (sweep_dir / "results.csv").read_text().count("\n") == 5
-    assert (sweep_dir / "sweep.png").stat().st_size > 0
+    assert len(list((finished_sweep / "cache").glob("features-finetune-train-*.npy"))) == 1
+    assert (finished_sweep / "results.csv").read_text().count("\n") == 5
+    assert (finished_sweep / "sweep.png").stat().st_size > 0
     assert best["eval_accuracy"] is not None, "the best trial is evaluated"
 
-    result = cli("run", sweep_dir / "best.yaml", "--quiet")
-    assert result.exit_code == 0, result.output
-    again = json.loads((tmp_path / "runs" / "t-best" / "finetune" / "stage.json").read_text())
-    trial = sweep_dir / "trials" / f"{best['trial']:04d}" / "finetune" / "stage.json"
+    # `tlcli run best.yaml` (done by the fixture) trains the best trial's model again
+    again = json.loads((finished_sweep.parent / "t-best" / "finetune" / "stage.json").read_text())
+    trial = finished_sweep / "trials" / f"{best['trial']:04d}" / "finetune" / "stage.json"
     trained = json.loads(trial.read_text())
     assert again["final"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
     assert again["final"]["val_loss"] == pytest.approx(trained["final"]["val_loss"], rel=1e-4)

@@ -93,3 +93,33 @@ def compare(
     if chart is not None:
         plot_metric(comparison, metric, chart)
         console.status(f"chart: {chart}")
+
+
+@app.command(
+    "lr-find",
+    epilog="Example: tlcli lr-find configs/hymenoptera_mobilenet_v2.yaml --stage finetune",
+)
+@handle_errors
+def lr_find(
+    config: Path = CONFIG,
+    stage: Literal["finetune", "unfreeze"] = typer.Option(
+        "finetune", "--stage", help="The stage whose learning rate to find."
+    ),
+    start: float = typer.Option(1e-7, "--start", help="Lowest rate tried."),
+    end: float = typer.Option(1.0, "--end", help="Highest rate tried."),
+    steps: int = typer.Option(100, "--steps", help="Training steps (batches) of the test."),
+    rule: Literal["minimum", "steepest"] = typer.Option(
+        "minimum", "--rule", help="minimum: a tenth of the rate at the lowest loss; steepest."
+    ),
+    overrides: list[str] = SET,
+    quiet: bool = QUIET,
+) -> None:
+    """The learning-rate range test (Smith, 2017): the loss curve and a suggested rate."""
+    from tlcli.config import load_config
+    from tlcli.runtime.startup import import_tensorflow
+
+    cfg = load_config(config, overrides)
+    import_tensorflow()  # quietly, before Keras
+    from tlcli.experiments.lr_find import lr_find as range_test
+
+    range_test(cfg, stage, make_console(quiet), start=start, end=end, steps=steps, rule=rule)

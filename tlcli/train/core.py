@@ -78,7 +78,7 @@ def train_and_save(job: StageJob, model) -> StageResult:
     steps = max(1, math.ceil(len(job.data.splits["train"]) / job.data_cfg.batch_size))
     with model_scope(job.cfg.run):
         compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
-    train_ds, val_ds = _datasets(job, inputs)
+    train_ds, val_ds = stage_datasets(job, inputs)
     if is_chief():
         begin_stage(job.run, job.name, job.cfg)
     runtime = describe_runtime(job.cfg.run, inputs.model)
@@ -153,7 +153,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
     return TrainingInputs(plan.split.top, splits, plan.views, None, summary)
 
 
-def _datasets(job: StageJob, inputs: TrainingInputs):
+def stage_datasets(job: StageJob, inputs: TrainingInputs):
     """The training dataset (shuffled, augmented, class-weighted) and the validation one."""
     from tlcli.data.pipeline import balanced_class_weights, make_dataset
 

@@ -87,7 +87,14 @@ def finetune(
     if not run.check_stage("finetune", mode, stage_fingerprint(cfg, "finetune")):
         return _skipped(run, "finetune", console)
     data = start_stage_work(cfg, run, "finetune", console)
+    job = StageJob(cfg, run, "finetune", data, cfg.data, cfg.finetune, console, callbacks)
+    console.banner("finetune", _describe(job, cfg.model.weights))
+    return train_and_save(job, finetune_model(cfg, run, data.num_classes, console))
 
+
+def finetune_model(cfg: Config, run: RunDir, num_classes: int, console: Console):
+    """The model the finetune stage trains: the base with its weights, frozen, and a new head
+    (`head: pretrain` copies the pretrain head's hidden layers)."""
     import keras
 
     from tlcli.model.freezing import freeze_base
@@ -98,19 +105,17 @@ def finetune(
         str(run.model_path("pretrain")) if cfg.model.weights == "pretrain" else cfg.model.weights
     )
     head = cfg.pretrain.head if cfg.model.head == "pretrain" else cfg.model.head
-    job = StageJob(cfg, run, "finetune", data, cfg.data, cfg.finetune, console, callbacks)
-    console.banner("finetune", _describe(job, cfg.model.weights))
     with model_scope(cfg.run):
         base = build_frozen_base(cfg.model.base, cfg.image_size, weights)
         model = build_classifier(
-            base, data.num_classes, head, cfg.model.pooling, cfg.model.base, base_training=False
+            base, num_classes, head, cfg.model.pooling, cfg.model.base, base_training=False
         )
         if cfg.model.head == "pretrain":
             source = keras.models.load_model(run.model_path("pretrain"), compile=False)
             copied = copy_hidden_head(source, model)
             console.info(f"adaptive transfer: {copied} hidden head layer(s) copied from pretrain")
         freeze_base(model)
-    return train_and_save(job, model)
+    return model
 
 
 def unfreeze(
@@ -130,14 +135,19 @@ def unfreeze(
         return _skipped(run, "unfreeze", console)
     data = start_stage_work(cfg, run, "unfreeze", console)
     check_labels(run, "finetune", data.classes)
+    job = StageJob(cfg, run, "unfreeze", data, cfg.data, cfg.unfreeze, console, callbacks)
+    console.banner("unfreeze", _describe(job, "finetune"))
+    return train_and_save(job, unfreeze_model(cfg, run, console))
 
+
+def unfreeze_model(cfg: Config, run: RunDir, console: Console):
+    """The model the unfreeze stage trains: the finetune model with the top of its base
+    trainable (BatchNorm frozen unless unfreeze.train_bn)."""
     import keras
 
     from tlcli.model.freezing import unfreeze_top
     from tlcli.model.network import FLOAT32_LAYERS, rebuild
 
-    job = StageJob(cfg, run, "unfreeze", data, cfg.data, cfg.unfreeze, console, callbacks)
-    console.banner("unfreeze", _describe(job, "finetune"))
     with model_scope(cfg.run):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
         if cfg.unfreeze.train_bn:
@@ -150,7 +160,7 @@ def unfreeze(
         if trained
         else "no base layer with weights selected: only the head trains"
     )
-    return train_and_save(job, model)
+    return model
 
 
 STAGE_FUNCTIONS = {"pretrain": pretrain, "finetune": finetune, "unfreeze": unfreeze}
