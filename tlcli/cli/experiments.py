@@ -43,12 +43,16 @@ def sweep(
         help="Optuna RDB URL or journal file shared by several processes (default: the sweep "
         "folder's study.journal).",
     ),
+    workers: int = typer.Option(
+        1, "--workers", "-j", min=1, help="Processes on this machine working on the sweep."
+    ),
     overrides: list[str] = SET,
     resume: bool = typer.Option(
         False, "--resume", help="Continue the sweep (or join it from another process)."
     ),
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
+    helper: bool = typer.Option(False, "--helper", hidden=True),
 ) -> None:
     """Search the config's `sweep` space with Optuna; every trial is a normal run folder."""
     from tlcli.config import load_config
@@ -56,7 +60,9 @@ def sweep(
 
     extra = [f"sweep.trials={trials}"] if trials is not None else []
     cfg = load_config(config, [*overrides, *extra], params)
-    run_sweep(cfg, training_mode(resume, overwrite), make_console(quiet), storage)
+    mode = training_mode(resume, overwrite)
+    console = make_console(quiet)
+    run_sweep(cfg, mode, console, storage, workers=workers, write_summary=not helper)
 
 
 @app.command(

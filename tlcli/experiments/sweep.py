@@ -30,7 +30,7 @@ from tlcli.experiments import study as studies
 from tlcli.experiments.names import short_names
 from tlcli.experiments.results import write_results
 from tlcli.experiments.space import suggest, trial_config
-from tlcli.files import write_json
+from tlcli.files import write_json, write_text
 from tlcli.rundir import Mode
 from tlcli.runtime.startup import import_tensorflow
 
@@ -44,9 +44,20 @@ class SweepResult:
 
 
 def sweep(
-    cfg: Config, mode: Mode = "new", console: Console | None = None, storage: str | None = None
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    storage: str | None = None,
+    *,
+    workers: int = 1,
+    write_summary: bool = True,
 ) -> SweepResult:
-    """Run the trials of `cfg.sweep` (this process's share of them), then write the results."""
+    """Run the trials of `cfg.sweep` (this process's share of them), then write the results.
+
+    `workers` > 1 starts that many processes in all on this machine, the others as helpers on
+    the same study (a trial's Keras overhead is mostly one core's work). A helper
+    (`write_summary=False`) runs trials and leaves the results to the process that started it.
+    """
     console = console or Console()
     if cfg.sweep is None or not cfg.sweep.params:
         raise ConfigError(f"{cfg.source}: sweep: give the keys to search in sweep.params")
@@ -68,9 +79,34 @@ def sweep(
         f"{cfg.name}: {budget} trials over {', '.join(cfg.sweep.params)}; "
         f"{cfg.sweep.metric} ({'max' if cfg.sweep.maximize else 'min'}), {cfg.sweep.sampler}",
     )
-    trials_run = _run_trials(cfg, study, budget, folder, console)
+    helpers = _start_helpers(cfg, folder, storage, workers - 1)
+    try:
+        trials_run = _run_trials(cfg, study, budget, folder, console)
+    finally:
+        for helper in helpers:
+            helper.wait()
+    if not write_summary:
+        return SweepResult(folder, trials_run, [], None)
     rows, best = write_results(cfg, study, folder, console)
     return SweepResult(folder, trials_run, rows, best)
+
+
+def _start_helpers(cfg: Config, folder: Path, storage: str | None, count: int) -> list:
+    """`count` more processes on this study: `tlcli sweep <sweep>/sweep.yaml --resume`."""
+    if count < 1:
+        return []
+    import subprocess
+    import sys
+
+    config = folder / "sweep.yaml"
+    write_text(config, cfg.to_yaml())
+    command = [sys.executable, "-m", "tlcli", "sweep", str(config), "--resume", "--quiet"]
+    command += ["--helper", *(["--storage", storage] if storage else [])]
+    helpers = []
+    for index in range(1, count + 1):
+        with (folder / f"worker-{index}.log").open("w") as log:
+            helpers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+    return helpers
 
 
 def _budget(cfg: Config) -> int:
