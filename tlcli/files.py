@@ -27,9 +27,11 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -134,6 +136,23 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_entry(
+    path: Path, load: Callable[[], T | None], build: Callable[[], T], family: str
+) -> tuple[T, bool]:
+    """A shared cache entry at `path`: `load()` it, or `build()` it once across processes;
+    (entry, whether it was found). Before building, entries of the same `family` (file name
+    prefix) that nobody used for a while are removed."""
+    found = load()
+    if found is not None:
+        return found, True
+    with exclusive_lock(path.with_suffix(".lock")):
+        found = load()  # another process may have built it while this one waited
+        if found is not None:
+            return found, True
+        remove_stale(path.parent, family, keep=path.stem)
+        return build(), False
 
 
 def mark_used(path: Path) -> None:

@@ -65,14 +65,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
     """Apply `KEY=VALUE` overrides in place (values parse as YAML); returns {key: override}."""
     applied = {}
     for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. finetune.epochs=3")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+        key, value = _key_and_value(item, "--set", "KEY=VALUE, e.g. finetune.epochs=3")
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -92,17 +85,8 @@ def _apply_sweep_params(raw: dict, items: list[str] | tuple[str, ...], path: Pat
     """`KEY=SPEC` items into raw["sweep"]["params"]; returns {key: item} for messages."""
     applied = {}
     for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(
-                f"--param {item}: expected KEY=SPEC, e.g. "
-                "finetune.optimizer.learning_rate=loguniform(1e-4,1e-2)"
-            )
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError:
-            spec = text
+        example = "KEY=SPEC, e.g. finetune.optimizer.learning_rate=loguniform(1e-4,1e-2)"
+        key, spec = _key_and_value(item, "--param", example)
         if not isinstance(raw.get("sweep"), dict):
             raw["sweep"] = {}
         if not isinstance(raw["sweep"].get("params"), dict):
@@ -110,6 +94,18 @@ def _apply_sweep_params(raw: dict, items: list[str] | tuple[str, ...], path: Pat
         raw["sweep"]["params"][key] = spec
         applied[f"sweep.params.{key}"] = f"--param {item}"
     return applied
+
+
+def _key_and_value(item: str, option: str, expected: str) -> tuple[str, object]:
+    """'KEY=VALUE' -> (KEY, the value read as YAML, or the text when it is not YAML)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{option} {item}: expected {expected}")
+    try:
+        return key, yaml.safe_load(text)
+    except yaml.YAMLError:
+        return key, text
 
 
 def check_paths(config: Config) -> None:

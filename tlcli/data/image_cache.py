@@ -28,7 +28,7 @@ import numpy as np
 
 from tlcli.data.folders import Folder
 from tlcli.data.images import decode_many
-from tlcli.files import atomic_path, exclusive_lock, mark_used, remove_stale, write_json
+from tlcli.files import atomic_path, cached_entry, mark_used, write_json
 
 # Bump when decode_image changes what it produces, so old caches are rebuilt.
 DECODER_VERSION = 2
@@ -56,17 +56,15 @@ def decode_folder(
     slot = hashlib.sha1(str(folder.root.resolve()).encode()).hexdigest()[:10]
     key = _content_key(folder, size)
     array_path = cache_dir / f"images-{slot}-{key}.npy"
-    cached = _load_cached(folder, size, array_path, key)
-    if cached is None:
-        with exclusive_lock(array_path.with_suffix(".lock")):
-            # Another process may have decoded the folder while this one waited for the lock.
-            cached = _load_cached(folder, size, array_path, key)
-            if cached is None:
-                remove_stale(cache_dir, f"images-{slot}-", keep=array_path.stem)
-                return _decode_into(folder, size, array_path, key, on_progress)
-    if on_progress:
+    decoded, found = cached_entry(
+        array_path,
+        lambda: _load_cached(folder, size, array_path, key),
+        lambda: _decode_into(folder, size, array_path, key, on_progress),
+        family=f"images-{slot}-",
+    )
+    if found and on_progress:
         on_progress(len(folder.files))
-    return cached
+    return decoded
 
 
 def _load_cached(

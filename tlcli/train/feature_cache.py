@@ -35,7 +35,7 @@ import numpy as np
 from tlcli.config import AugmentConfig, DataConfig
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit, StageData
-from tlcli.files import atomic_path, exclusive_lock, mark_used, remove_stale, write_json
+from tlcli.files import atomic_path, cached_entry, mark_used, write_json
 from tlcli.model.split import SplitModel, split_at_head, split_in_base
 
 FEATURE_CHUNK = 1024  # images per predict() call
@@ -150,18 +150,40 @@ def _cached_outputs(
 ) -> tuple[np.ndarray, bool]:
     key = _key(bottom_digest, split, views, augment, seed)
     path = path_prefix.with_name(f"{path_prefix.name}-{key}.npy")
-    cached = _load_cached(path)
-    if cached is not None:
-        return cached, True
-    with exclusive_lock(path.with_suffix(".lock")):
-        # Another process may have cached these outputs while this one waited for the lock.
-        cached = _load_cached(path)
-        if cached is not None:
-            return cached, True
-        remove_stale(path.parent, f"{path_prefix.name}-", keep=path.stem)
-        return _compute(
-            bottom, split, num_classes, views, augment, seed, batch_size, path, progress
-        )
+
+    def compute() -> np.ndarray:
+        """Run the bottom over the split (each view) into `path`, then its done marker."""
+        feature_shape = tuple(bottom.output_shape[1:])
+        shape = (views, len(split), *feature_shape) if views > 1 else (len(split), *feature_shape)
+        tick = progress(f"Caching {path_prefix.name}", views * len(split)) if progress else None
+        started = time.perf_counter()
+        with atomic_path(path) as tmp:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            for view in range(views):
+                target = array[view] if views > 1 else array
+                for chunk, start in enumerate(range(0, len(split), FEATURE_CHUNK)):
+                    part = dataclasses.replace(
+                        split,
+                        rows=split.rows[start : start + FEATURE_CHUNK],
+                        labels=split.labels[start : start + FEATURE_CHUNK],
+                    )
+                    dataset = make_dataset(
+                        part,
+                        num_classes,
+                        batch_size,
+                        augment=augment if view > 0 else None,
+                        seed=seed + 7919 * view + chunk,
+                    )
+                    outputs = bottom.predict(inputs_only(dataset), verbose=0)
+                    target[start : start + len(part)] = outputs
+                    if tick:
+                        tick(len(part))
+            array.flush()
+        seconds = round(time.perf_counter() - started, 2)
+        write_json(path.with_suffix(".json"), {"shape": list(shape), "seconds": seconds})
+        return np.load(path, mmap_mode="r")
+
+    return cached_entry(path, lambda: _load_cached(path), compute, f"{path_prefix.name}-")
 
 
 def _load_cached(path: Path) -> np.ndarray | None:
@@ -174,51 +196,6 @@ def _load_cached(path: Path) -> np.ndarray | None:
         return None
     mark_used(path)
     return array
-
-
-def _compute(
-    bottom: keras.Model,
-    split: DecodedSplit,
-    num_classes: int,
-    views: int,
-    augment: AugmentConfig | None,
-    seed: int,
-    batch_size: int,
-    path: Path,
-    progress,
-) -> tuple[np.ndarray, bool]:
-    """Run the bottom over the split (each view) into `path`, then write its done marker."""
-    done_marker = path.with_suffix(".json")
-    path_prefix = path.with_name(path.name.rsplit("-", 1)[0])
-    feature_shape = tuple(bottom.output_shape[1:])
-    shape = (views, len(split), *feature_shape) if views > 1 else (len(split), *feature_shape)
-    tick = progress(f"Caching {path_prefix.name}", views * len(split)) if progress else None
-    started = time.perf_counter()
-    with atomic_path(path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        for view in range(views):
-            target = array[view] if views > 1 else array
-            for chunk, start in enumerate(range(0, len(split), FEATURE_CHUNK)):
-                part = dataclasses.replace(
-                    split,
-                    rows=split.rows[start : start + FEATURE_CHUNK],
-                    labels=split.labels[start : start + FEATURE_CHUNK],
-                )
-                dataset = make_dataset(
-                    part,
-                    num_classes,
-                    batch_size,
-                    augment=augment if view > 0 else None,
-                    seed=seed + 7919 * view + chunk,
-                )
-                target[start : start + len(part)] = bottom.predict(inputs_only(dataset), verbose=0)
-                if tick:
-                    tick(len(part))
-        array.flush()
-    write_json(
-        done_marker, {"shape": list(shape), "seconds": round(time.perf_counter() - started, 2)}
-    )
-    return np.load(path, mmap_mode="r"), False
 
 
 def _key(
