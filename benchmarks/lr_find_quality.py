@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,8 +114,10 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--workdir", type=Path, help="work here; a cache/ in it is reused")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="lr_find_quality_"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="lr_find_quality_"))
+    shutil.rmtree(work / "runs", ignore_errors=True)  # the runs start anew, the cache stays
     print(f"[lr_find_quality] work folder {work}", file=sys.stderr)
     results = {}
     for name in args.datasets:

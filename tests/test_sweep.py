@@ -137,3 +137,33 @@ def test_two_processes_share_one_study_and_run_no_trial_twice(image_folder, writ
     ran = [line for out in outputs for line in out.splitlines() if line.startswith("trial ")]
     assert sorted(line.split()[1] for line in ran) == [f"{i:04d}" for i in range(6)], ran
     assert all(any(line.startswith("trial ") for line in out.splitlines()) for out in outputs)
+
+
+def test_the_pruner_stops_a_trial_after_the_epoch_it_judges_hopeless():
+    import keras
+    import numpy as np
+    import optuna
+
+    from tlcli.experiments.trial import PruningReporter
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(2.0))
+    reporter = PruningReporter(study.ask(), "val_accuracy")  # accuracy never reaches 2
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.random.rand(16, 4), np.eye(2)[np.arange(16) % 2]
+    history = model.fit(x, y, validation_data=(x, y), epochs=5, callbacks=[reporter], verbose=0)
+    assert len(history.epoch) == 1 and reporter.pruned_at == 0
+
+
+@pytest.mark.parametrize(
+    ("pruner", "expected"), [("none", "NopPruner"), ("median", "MedianPruner")]
+)
+def test_the_configured_pruner_is_the_studys(
+    image_folder, write_config, tmp_path, pruner, expected
+):
+    from tlcli.config import load_config
+    from tlcli.experiments.study import open_storage, open_study
+
+    cfg = load_config(write_config(_sweep_config(image_folder, pruner=pruner)))
+    study = open_study(cfg, open_storage(None, tmp_path / "sweep"), "new")
+    assert type(study.pruner).__name__ == expected

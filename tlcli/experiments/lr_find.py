@@ -178,8 +178,13 @@ def suggest(rates: np.ndarray, smoothed: np.ndarray, rule: Rule) -> tuple[float,
             return round_rate(float(rates[0])), "the loss did not fall: the lowest rate tried"
         return round_rate(at / 10), f"a tenth of the rate at the lowest smoothed loss ({at:.2g})"
     if rule == "steepest":
-        slope = np.gradient(smoothed[: lowest + 1], np.log(rates[: lowest + 1]))
-        steepest = int(np.argmin(slope)) if len(slope) > 1 else 0
+        # The first steps are skipped: the average of a few noisy losses swings most there.
+        first = len(rates) // 10
+        if lowest - first < 2:
+            return round_rate(float(rates[lowest])), "the rate at the lowest smoothed loss"
+        part = slice(first, lowest + 1)
+        slope = np.gradient(smoothed[part], np.log(rates[part]))
+        steepest = first + int(np.argmin(slope))
         return round_rate(float(rates[steepest])), "where the smoothed loss falls fastest"
     raise ConfigError(f"rule '{rule}': expected minimum or steepest")
 

@@ -82,6 +82,7 @@ def open_study(cfg: Config, storage, mode: str):
         study_name=cfg.name,
         storage=storage,
         direction="maximize" if sweep.maximize else "minimize",
+        pruner=make_pruner(sweep),
         load_if_exists=True,
     )
     described = _described(cfg)
