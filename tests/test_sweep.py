@@ -167,3 +167,12 @@ def test_the_configured_pruner_is_the_studys(
     cfg = load_config(write_config(_sweep_config(image_folder, pruner=pruner)))
     study = open_study(cfg, open_storage(None, tmp_path / "sweep"), "new")
     assert type(study.pruner).__name__ == expected
+
+
+def test_an_unreachable_storage_is_one_line(image_folder, write_config, cli, tmp_path):
+    path = write_config(_sweep_config(image_folder))
+    url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
+    result = cli("sweep", path, "--resume", "--storage", url)
+    assert result.exit_code == 2, result.output
+    assert words(result.output).startswith(f"error: storage {url}: cannot open it")
+    assert len(result.output.strip().splitlines()) == 1

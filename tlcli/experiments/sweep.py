@@ -62,12 +62,12 @@ def sweep(
     if cfg.sweep is None or not cfg.sweep.params:
         raise ConfigError(f"{cfg.source}: sweep: give the keys to search in sweep.params")
     studies.import_optuna()
-    import_tensorflow()  # quietly, before anything below imports Keras
     folder = cfg.run_dir
     if mode == "overwrite":
         _clear_sweep_folder(folder, keep_study=storage is not None)
     store = studies.open_storage(storage, folder)
     study = studies.open_study(cfg, store, mode)
+    import_tensorflow()  # quietly, before anything below imports Keras
     budget = _budget(cfg)
     write_json(
         folder / "sweep.json",
