@@ -176,3 +176,19 @@ def test_an_unreachable_storage_is_one_line(image_folder, write_config, cli, tmp
     assert result.exit_code == 2, result.output
     assert words(result.output).startswith(f"error: storage {url}: cannot open it")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_sweep_section_and_a_shared_cache_leave_stage_fingerprints_alone(
+    image_folder, write_config, tmp_path
+):
+    from tlcli.config import load_config, stage_fingerprint
+
+    plain = config_dict(image_folder, unfreeze={"epochs": 1})
+    swept = {**_sweep_config(image_folder), "unfreeze": {"epochs": 1}}
+    swept["cache_dir"] = str(tmp_path / "shared-cache")
+    plain["name"] = swept["name"] = "same"
+    a = load_config(write_config(plain, "plain.yaml"))
+    b = load_config(write_config(swept, "swept.yaml"))
+    for stage in ("finetune", "unfreeze"):
+        assert stage_fingerprint(a, stage) == stage_fingerprint(b, stage)
+    assert b.cache_path == tmp_path / "shared-cache" and a.cache_path == a.run_dir / "cache"
