@@ -114,8 +114,10 @@ def lr_find(
     start: float = typer.Option(1e-7, "--start", help="Lowest rate tried."),
     end: float = typer.Option(1.0, "--end", help="Highest rate tried."),
     steps: int = typer.Option(100, "--steps", help="Training steps (batches) of the test."),
-    rule: Literal["minimum", "steepest"] = typer.Option(
-        "minimum", "--rule", help="minimum: a tenth of the rate at the lowest loss; steepest."
+    rule: Literal["steepest", "minimum"] = typer.Option(
+        "steepest",
+        "--rule",
+        help="steepest: where the loss falls fastest; minimum: a tenth of the lowest loss's rate.",
     ),
     overrides: list[str] = SET,
     quiet: bool = QUIET,
