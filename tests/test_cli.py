@@ -17,6 +17,9 @@ COMMANDS = [
     "preflight",
     "predict",
     "export",
+    "sweep",
+    "compare",
+    "lr-find",
 ]
 
 
