@@ -182,3 +182,37 @@ def exports(trained_run: Path) -> dict[str, object]:
 def words(output: str) -> str:
     """Command output as one line of words: wrapping and the box of a usage error removed."""
     return " ".join(output.replace("│", " ").split())
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished 4-trial grid sweep (VGG16 32 px, 2 epochs), run once per session, and
+    `tlcli run` of its best.yaml beside it (runs/t-best). A grid over the base's weights: a file
+    (the trials share one built base) or a file of another network (those trials fail), and
+    two dropouts."""
+    import keras
+
+    from tlcli.bases import build_base
+
+    work = tmp_path_factory.mktemp("sweep")
+    root = make_image_folder(work / "data", {"train": 8, "val": 4, "test": 4})
+    good = work / "vgg16-32.weights.h5"
+    build_base("vgg16", (32, 32), None).save_weights(good)
+    bad = work / "other.weights.h5"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save_weights(bad)
+    config = config_dict(root, finetune={"epochs": 2})  # 2 epochs repay the feature cache
+    config["sweep"] = {
+        "trials": 4,
+        "sampler": "grid",
+        "pruner": "none",
+        "params": {"model.weights": [str(good), str(bad)], "model.head.dropout": [0.1, 0.4]},
+    }
+    path = work / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    from tlcli.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", str(path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["run", str(work / "runs" / "t" / "best.yaml"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return work / "runs" / "t"

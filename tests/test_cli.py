@@ -20,6 +20,9 @@ COMMANDS = [
     "report",
     "predict",
     "export",
+    "sweep",
+    "compare",
+    "lr-find",
 ]
 
 

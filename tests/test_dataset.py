@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ def test_class_whose_images_are_all_unreadable_is_an_error(tmp_path):
     assert (tmp_path / "data_report.json").is_file()  # the report says which files
 
 
-def test_decoded_cache_is_reused_and_rebuilt_when_files_change(tmp_path):
+def test_decoded_cache_is_reused_and_rebuilt_when_files_change(tmp_path, monkeypatch):
+    monkeypatch.setattr("tlcli.files.STALE_SECONDS", -1)  # a replaced entry goes at once
     root = make_image_folder(tmp_path, {"train": 4})
     data = DataConfig(train_dir=root / "train", val_split=0.0)
     cache = tmp_path / "cache"
@@ -94,9 +96,9 @@ def test_decoded_cache_is_reused_and_rebuilt_when_files_change(tmp_path):
 
     first = load_stage_data(data, (32, 32), 0, cache, tmp_path)
     (array,) = cache.glob("*.npy")
-    stamp = array.stat().st_mtime_ns
+    inode = array.stat().st_ino
     again = load_stage_data(data, (32, 32), 0, cache, tmp_path)
-    assert array.stat().st_mtime_ns == stamp  # reused, not decoded again
+    assert array.stat().st_ino == inode  # reused, not decoded again (a rebuild is a new file)
     np.testing.assert_array_equal(pixels_of(first, target), pixels_of(again, target))
 
     before = pixels_of(first, target)
@@ -104,3 +106,28 @@ def test_decoded_cache_is_reused_and_rebuilt_when_files_change(tmp_path):
     changed = load_stage_data(data, (32, 32), 0, cache, tmp_path)
     assert len(list(cache.glob("*.npy"))) == 1  # the stale array was replaced
     assert not np.array_equal(pixels_of(changed, target), before)
+
+
+def test_a_shared_cache_keeps_entries_in_use_and_drops_old_ones(tmp_path):
+    """Two runs sharing a cache at two image sizes do not delete each other's decoded images;
+    an entry nobody used for STALE_SECONDS goes when its folder is decoded again."""
+    import os
+
+    from tlcli.files import STALE_SECONDS
+
+    root = make_image_folder(tmp_path, {"train": 4})
+    data = DataConfig(train_dir=root / "train", val_split=0.0)
+    cache = tmp_path / "cache"
+    load_stage_data(data, (32, 32), 0, cache, tmp_path)
+    load_stage_data(data, (40, 40), 0, cache, tmp_path)
+    assert len(list(cache.glob("*.npy"))) == 2  # both sizes kept: both may be in use
+    small = next(p for p in cache.glob("*.npy") if np.load(p, mmap_mode="r").shape[1] == 32)
+    stamp = small.stat().st_mtime
+    load_stage_data(data, (32, 32), 0, cache, tmp_path)  # reading an entry marks it used
+    assert small.stat().st_mtime >= stamp
+    old = time.time() - STALE_SECONDS - 60
+    for path in cache.glob(f"{small.stem}.*"):
+        os.utime(path, (old, old))
+    load_stage_data(data, (48, 48), 0, cache, tmp_path)
+    shapes = sorted(np.load(p, mmap_mode="r").shape[1] for p in cache.glob("*.npy"))
+    assert shapes == [40, 48]  # the unused 32 px entry went, the recent 40 px one stayed

@@ -120,7 +120,9 @@ def _bottom(base, size, seed=0):
     return split_at_head(model)
 
 
-def test_cache_is_reused_only_for_the_same_bottom_and_pixels(image_folder, tmp_path):
+def test_cache_is_reused_only_for_the_same_bottom_and_pixels(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr("tlcli.files.STALE_SECONDS", -1)  # a replaced entry goes at once
+
     def cache(split_model, size=32, views=1):
         data = load_stage_data(
             DataConfig(train_dir=image_folder / "train", val_dir=image_folder / "val"),

@@ -5,6 +5,10 @@ once complete (`os.replace` is atomic on POSIX within one file system). Files an
 created with the user's usual permissions (mode 0666 or 0777 less the umask), as `open` and
 `mkdir` would: a teammate or a serving container can read what the umask lets them read.
 
+Cache entries (decoded images, cached features) may be shared by several runs and processes:
+one process builds an entry while the others wait for it (`exclusive_lock`), readers mark what
+they use (`mark_used`), and only entries nobody used for a while are deleted (`remove_stale`).
+
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
 >>> write_json(folder / "metrics.json", {"accuracy": 0.9})
@@ -23,9 +27,12 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -117,3 +124,64 @@ def write_csv_rows(target: Path, rows: list[dict[str, Any]], columns: list[str])
     writer.writeheader()
     writer.writerows(rows)
     write_text(target, out.getvalue())
+
+
+# An entry of a shared cache that nobody used for this long may be deleted when another entry of
+# the same kind replaces it. Readers of an entry map it into memory, and on POSIX a mapped file
+# stays readable after it is unlinked; the wait protects a reader between its check and its open.
+STALE_SECONDS = 600
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an advisory lock on `path` (created if needed): one process builds a cache entry,
+    the others wait, then find it built. A no-op where fcntl does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_entry(
+    path: Path, load: Callable[[], T | None], build: Callable[[], T], family: str
+) -> tuple[T, bool]:
+    """A shared cache entry at `path`: `load()` it, or `build()` it once across processes;
+    (entry, whether it was found). Before building, entries of the same `family` (file name
+    prefix) that nobody used for a while are removed."""
+    found = load()
+    if found is not None:
+        return found, True
+    with exclusive_lock(path.with_suffix(".lock")):
+        found = load()  # another process may have built it while this one waited
+        if found is not None:
+            return found, True
+        remove_stale(path.parent, family, keep=path.stem)
+        return build(), False
+
+
+def mark_used(path: Path) -> None:
+    """Record that a cache entry was just used (its mtime), so `remove_stale` keeps it."""
+    with contextlib.suppress(OSError):  # a read-only cache is still a cache
+        os.utime(path)
+
+
+def remove_stale(folder: Path, prefix: str, keep: str, older_than: float | None = None) -> None:
+    """Delete the files of `folder` named `prefix*` (and their temporary files) except those
+    named `keep*`, when unused for `older_than` seconds (default STALE_SECONDS): entries another
+    run or process may be using stay."""
+    older_than = STALE_SECONDS if older_than is None else older_than
+    now = time.time()
+    for path in [*folder.glob(f"{prefix}*"), *folder.glob(f".{prefix}*.tmp*")]:
+        if path.name.startswith((keep, f".{keep}")):
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to delete
+            if now - path.stat().st_mtime > older_than:
+                path.unlink()

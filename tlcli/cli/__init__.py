@@ -8,6 +8,7 @@ instant.
     insight.py   doctor, report
     serving.py   predict, export
     completion.py  shell completion of config files and `--set` keys (Typer does the rest)
+    experiments.py  sweep, compare, lr-find
 
 May import: every package below (lazily, inside a command, where it would load TensorFlow).
 """
@@ -25,6 +26,7 @@ from tlcli.cli.app import app
 # isort: off
 from tlcli.cli import training  # noqa: F401
 from tlcli.cli import dataset, insight, serving  # noqa: F401
+from tlcli.cli import experiments  # noqa: F401
 
 # isort: on
 

@@ -26,8 +26,15 @@ from tlcli.config.schema import SPECIAL_WEIGHTS, Config
 from tlcli.errors import ConfigError
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override, validate and path-check a config file. Raises ConfigError."""
+def load_config(
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    sweep_params: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Read, override, validate and path-check a config file. Raises ConfigError.
+
+    `sweep_params` are `KEY=SPEC` items added to the sweep section's params (`--param`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -44,6 +51,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     raw.setdefault("name", path.stem)
     overridden = apply_overrides(raw, overrides, path)
+    overridden.update(_apply_sweep_params(raw, sweep_params, path))
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -61,14 +69,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
     """Apply `KEY=VALUE` overrides in place (values parse as YAML); returns {key: override}."""
     applied = {}
     for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. finetune.epochs=3")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+        key, value = _key_and_value(item, "--set", "KEY=VALUE, e.g. finetune.epochs=3")
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -82,6 +83,33 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
         node[parts[-1]] = value
         applied[key] = item
     return applied
+
+
+def _apply_sweep_params(raw: dict, items: list[str] | tuple[str, ...], path: Path) -> dict:
+    """`KEY=SPEC` items into raw["sweep"]["params"]; returns {key: item} for messages."""
+    applied = {}
+    for item in items:
+        example = "KEY=SPEC, e.g. finetune.optimizer.learning_rate=loguniform(1e-4,1e-2)"
+        key, spec = _key_and_value(item, "--param", example)
+        if not isinstance(raw.get("sweep"), dict):
+            raw["sweep"] = {}
+        if not isinstance(raw["sweep"].get("params"), dict):
+            raw["sweep"]["params"] = {}
+        raw["sweep"]["params"][key] = spec
+        applied[f"sweep.params.{key}"] = f"--param {item}"
+    return applied
+
+
+def _key_and_value(item: str, option: str, expected: str) -> tuple[str, object]:
+    """'KEY=VALUE' -> (KEY, the value read as YAML, or the text when it is not YAML)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{option} {item}: expected {expected}")
+    try:
+        return key, yaml.safe_load(text)
+    except yaml.YAMLError:
+        return key, text
 
 
 def check_paths(config: Config) -> None:
@@ -115,7 +143,7 @@ def _absolute_paths(config: Config) -> Config:
             if isinstance(value, Path):
                 setattr(section, key, value.expanduser().absolute())
 
-    resolve(config, ("output_dir",))
+    resolve(config, ("output_dir", "cache_dir"))
     resolve(config.data, ("train_dir", "val_dir", "test_dir"))
     if config.pretrain is not None:
         resolve(config.pretrain.data, ("train_dir", "val_dir", "test_dir"))

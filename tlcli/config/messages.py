@@ -80,18 +80,24 @@ def describe(
     Validators that check several keys at once raise `at(key, message)`; the key lands in the
     message as `@key@` and is moved back into the location here.
     """
+    key, message = error_key_and_message(err, root)
+    line = next((lines[k] for k in _prefixes(key) if k in lines), None)
+    where = f"{path}:{line}" if line and key not in overridden else str(path)
+    setting = next((overridden[k] for k in _prefixes(key) if k in overridden), None)
+    if setting:
+        # An override is `KEY=VALUE` from --set, or names its own option (`--param ...`).
+        where += f" ({setting})" if setting.startswith("--") else f" (--set {setting})"
+    return f"{where}: {key or '(top level)'}: {message}"
+
+
+def error_key_and_message(err: dict, root: type[BaseModel]) -> tuple[str, str]:
+    """The dotted key of one pydantic error and what is wrong there, in words."""
     loc = [str(part) for part in err["loc"] if not str(part).startswith("~")]
     message = _message(err, root, loc)
     if message.startswith("@"):
         relative, _, message = message[1:].partition("@")
         loc += relative.split(".")
-    key = ".".join(loc)
-    line = next((lines[k] for k in _prefixes(key) if k in lines), None)
-    where = f"{path}:{line}" if line and key not in overridden else str(path)
-    setting = next((overridden[k] for k in _prefixes(key) if k in overridden), None)
-    if setting:
-        where += f" (--set {setting})"
-    return f"{where}: {key or '(top level)'}: {message}"
+    return ".".join(loc), message
 
 
 def _prefixes(key: str) -> list[str]:
@@ -119,11 +125,14 @@ def _message(err: dict, root: type[BaseModel], loc: list[str]) -> str:
 def _known_keys(root: type[BaseModel], loc: list[str]) -> list[str]:
     """The keys allowed in the section at `loc`, walking the schema."""
     model: Any = root
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         field = model.model_fields.get(part) if isinstance(model, type) else None
         if field is None:
             return []
         model = section_type(field.annotation)
+        if getattr(field.annotation, "__origin__", None) is dict:
+            next(parts, None)  # a mapping of names to sections: the next part is a name
     return list(model.model_fields) if isinstance(model, type) else []
 
 

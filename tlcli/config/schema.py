@@ -35,7 +35,8 @@ from pydantic import (
 
 from tlcli.bases import BASES, base_names
 from tlcli.config.messages import at
-from tlcli.rundir import STAGES
+from tlcli.config.sweep import SweepConfig, check_space
+from tlcli.rundir import STAGES, RunDir
 
 SPECIAL_WEIGHTS = ("imagenet", "none", "pretrain")
 
@@ -412,6 +413,11 @@ class Config(Section):
         json_schema_extra={"shown_default": "the config file's name"},  # set by load_config
     )
     output_dir: Path = Field(Path("runs"), description="where run folders go")
+    cache_dir: Path | None = Field(
+        None,
+        description="decoded images and cached features; default <output_dir>/<name>/cache. "
+        "Runs (and processes) may share one: entries are keyed by content",
+    )
     seed: int = Field(42, description="fixes splits, shuffling and initialisation")
     data: DataConfig = Field(description="see data")
     model: ModelConfig = Field(description="see model")
@@ -422,6 +428,9 @@ class Config(Section):
     unfreeze: UnfreezeConfig | None = Field(None, description="absent: skipped")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="see evaluate")
     run: RunConfig = Field(default_factory=RunConfig, description="see run")
+    sweep: SweepConfig | None = Field(
+        None, description="what `tlcli sweep` searches; ignored by the other commands"
+    )
 
     _source: str = PrivateAttr("<config>")
 
@@ -464,6 +473,8 @@ class Config(Section):
                         f"{stage}.early_stopping.monitor",
                         f"'{stopping.monitor}' needs validation data, and this stage has none",
                     )
+        if self.sweep is not None:
+            check_space(type(self), self.model_dump(mode="json", exclude={"sweep"}), self.sweep)
         spec = BASES[self.model.base]
         block = self.unfreeze.from_block if self.unfreeze is not None else None
         if block is not None and not _names_a_block(block, spec.blocks):
@@ -501,6 +512,11 @@ class Config(Section):
     @property
     def run_dir(self) -> Path:
         return self.output_dir / self.name
+
+    @property
+    def cache_path(self) -> Path:
+        """Where decoded images and cached features go: `cache_dir`, else the run's own."""
+        return self.cache_dir or RunDir(self.run_dir).cache_dir
 
     def stage_data(self, stage: str) -> DataConfig:
         """The data a stage trains on: `data`, with `pretrain.data` laid over it for pretrain.

@@ -4,7 +4,9 @@ Training then reads pixels from this array (a memory map the OS keeps in its pag
 of decoding JPEGs every epoch, and every unreadable file is found before the first epoch. The
 cache is keyed by the image size, the decoder version and each file's path, size and mtime: any
 change to the files rebuilds it. Disk use is files x height x width x 3 bytes (10,000 images at
-224x224: 1.5 GB).
+224x224: 1.5 GB). Runs and processes may share one cache folder (`cache_dir`): one process
+decodes a folder while the others wait for it, and an entry is deleted only after nobody used
+it for a while (`tlcli.files.remove_stale`).
 
 >>> import tempfile
 >>> from tlcli.data.folders import scan_folder
@@ -26,7 +28,7 @@ import numpy as np
 
 from tlcli.data.folders import Folder
 from tlcli.data.images import decode_many
-from tlcli.files import atomic_path, write_json
+from tlcli.files import atomic_path, cached_entry, mark_used, write_json
 
 # Bump when decode_image changes what it produces, so old caches are rebuilt.
 DECODER_VERSION = 2
@@ -54,17 +56,41 @@ def decode_folder(
     slot = hashlib.sha1(str(folder.root.resolve()).encode()).hexdigest()[:10]
     key = _content_key(folder, size)
     array_path = cache_dir / f"images-{slot}-{key}.npy"
+    decoded, found = cached_entry(
+        array_path,
+        lambda: _load_cached(folder, size, array_path, key),
+        lambda: _decode_into(folder, size, array_path, key, on_progress),
+        family=f"images-{slot}-",
+    )
+    if found and on_progress:
+        on_progress(len(folder.files))
+    return decoded
+
+
+def _load_cached(
+    folder: Folder, size: tuple[int, int], array_path: Path, key: str
+) -> DecodedFolder | None:
+    """The cached entry, or None when it is missing, incomplete or of another shape."""
     meta_path = array_path.with_suffix(".json")
-    if array_path.is_file() and meta_path.is_file():
+    try:
         meta = json.loads(meta_path.read_text())
         pixels = np.load(array_path, mmap_mode="r")
-        if pixels.shape == (len(folder.files), *size, 3):
-            if on_progress:
-                on_progress(len(folder.files))
-            return _from_meta(folder, pixels, meta, key)
-    for stale in cache_dir.glob(f"images-{slot}-*"):
-        stale.unlink()
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError):  # not there (yet), or removed between the check and the open
+        return None
+    if pixels.shape != (len(folder.files), *size, 3):
+        return None
+    mark_used(array_path)
+    return _from_meta(folder, pixels, meta, key)
+
+
+def _decode_into(
+    folder: Folder,
+    size: tuple[int, int],
+    array_path: Path,
+    key: str,
+    on_progress: Callable[[int], None] | None,
+) -> DecodedFolder:
+    meta_path = array_path.with_suffix(".json")
     notes: dict[int, list[str]] = {}
     errors: dict[int, str] = {}
     with atomic_path(array_path) as tmp:

@@ -150,7 +150,7 @@ def read_calibration(stage_dir: Path) -> dict | None:
 
 def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path, title: str):
     """Accuracy against confidence per bin, bars sized by how many images fall in each."""
-    from tlcli.train.plots import _pyplot, _save
+    from tlcli.train.plots import pyplot, save_figure
 
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
@@ -158,7 +158,7 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path
     which = np.clip(np.ceil(confidence * ECE_BINS).astype(int) - 1, 0, ECE_BINS - 1)
     counts = np.bincount(which, minlength=ECE_BINS)
     accuracy = np.bincount(which, weights=correct, minlength=ECE_BINS) / np.maximum(counts, 1)
-    plt = _pyplot()
+    plt = pyplot()
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
@@ -176,7 +176,7 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path
     bottom.set_ylabel("images")
     bottom.set_xlim(0, 1)
     figure.tight_layout()
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def _uncalibrated_model(run: RunDir, stage: str):

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class StageJob:
     data_cfg: DataConfig
     settings: TrainStage  # the stage's own config section
     console: Console
+    callbacks: Sequence[Any] = ()  # the caller's Keras callbacks, passed on to fit()
 
     @property
     def stage_dir(self) -> Path:
@@ -76,7 +78,7 @@ def train_and_save(job: StageJob, model) -> StageResult:
     steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
     with model_scope(job.cfg.run):
         compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
-    train, val_ds = _datasets(job, inputs)
+    train, val_ds = stage_datasets(job, inputs)
     if is_chief():
         begin_stage(job.run, job.name, job.cfg)
     runtime = describe_runtime(job.cfg.run, inputs.model)
@@ -89,6 +91,7 @@ def train_and_save(job: StageJob, model) -> StageResult:
         write_path(job.stage_dir),
         job.console.keras_verbose,
         resume_from=job.stage_dir / "backup",
+        extra_callbacks=job.callbacks,
     )
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
@@ -121,7 +124,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         plain.cache["reason"] = "multi-worker"
         return plain
     with model_scope(job.cfg.run):  # the split models train and predict under the run's strategy
-        plan = plan_cache(job.name, model, job.settings, job.data_cfg, job.data, job.run.cache_dir)
+        plan = plan_cache(job.name, model, job.settings, job.data_cfg, job.data, job.cfg.cache_path)
     job.console.info(plan.reason)
     if plan.split is None:
         plain.cache["reason"] = plan.reason
@@ -135,7 +138,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
             augment=augment,
             seed=job.cfg.seed,
             batch_size=job.data_cfg.batch_size,
-            cache_dir=job.run.cache_dir,
+            cache_dir=job.cfg.cache_path,
             tag=job.name,
             progress=progress,
         )
@@ -151,7 +154,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
     return TrainingInputs(plan.split.top, splits, plan.views, None, summary)
 
 
-def _datasets(job: StageJob, inputs: TrainingInputs):
+def stage_datasets(job: StageJob, inputs: TrainingInputs):
     """The training batches (shuffled, augmented, class-weighted) and the validation dataset."""
     from tlcli.data.pipeline import EpochBatches, balanced_class_weights, make_dataset
 

@@ -12,8 +12,10 @@ image itself) and each epoch serves every image in a random one of its views.
 
 The cache key covers the bottom's weights (hashed), its layers' configs, the decoded pixels
 (file list, sizes, mtimes, image size), the rows of the split, the views, the augmentation and
-the seed: anything else is a miss, and the stale file is replaced. `tests/test_feature_cache.py`
-shows it at work; the stages use it through `tlcli.train.core`.
+the seed: anything else is a miss. Runs and processes may share the cache folder (`cache_dir`):
+one process computes an entry while the others wait for it, and an entry of another key is
+deleted only once nobody used it for a while (`tlcli.files.remove_stale`).
+`tests/test_feature_cache.py` shows it at work; the stages use it through `tlcli.train.core`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tlcli.config import AugmentConfig, DataConfig
 from tlcli.console import plural
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit, StageData
-from tlcli.files import atomic_path, write_json
+from tlcli.files import atomic_path, cached_entry, mark_used, write_json
 from tlcli.model.split import SplitModel, split_at_head, split_in_base
 
 FEATURE_CHUNK = 1024  # images per predict() call
@@ -152,41 +154,52 @@ def _cached_outputs(
 ) -> tuple[np.ndarray, bool]:
     key = _key(bottom_digest, split, views, augment, seed)
     path = path_prefix.with_name(f"{path_prefix.name}-{key}.npy")
-    done_marker = path.with_suffix(".json")
-    if path.is_file() and done_marker.is_file():
-        return np.load(path, mmap_mode="r"), True
-    for stale in path.parent.glob(f"{path_prefix.name}-*"):
-        stale.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    feature_shape = tuple(bottom.output_shape[1:])
-    shape = (views, len(split), *feature_shape) if views > 1 else (len(split), *feature_shape)
-    tick = progress(f"Caching {path_prefix.name}", views * len(split)) if progress else None
-    started = time.perf_counter()
-    with atomic_path(path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        for view in range(views):
-            target = array[view] if views > 1 else array
-            for chunk, start in enumerate(range(0, len(split), FEATURE_CHUNK)):
-                part = dataclasses.replace(
-                    split,
-                    rows=split.rows[start : start + FEATURE_CHUNK],
-                    labels=split.labels[start : start + FEATURE_CHUNK],
-                )
-                dataset = make_dataset(
-                    part,
-                    num_classes,
-                    batch_size,
-                    augment=augment if view > 0 else None,
-                    seed=seed + 7919 * view + chunk,
-                )
-                target[start : start + len(part)] = bottom.predict(inputs_only(dataset), verbose=0)
-                if tick:
-                    tick(len(part))
-        array.flush()
-    write_json(
-        done_marker, {"shape": list(shape), "seconds": round(time.perf_counter() - started, 2)}
-    )
-    return np.load(path, mmap_mode="r"), False
+
+    def compute() -> np.ndarray:
+        """Run the bottom over the split (each view) into `path`, then its done marker."""
+        feature_shape = tuple(bottom.output_shape[1:])
+        shape = (views, len(split), *feature_shape) if views > 1 else (len(split), *feature_shape)
+        tick = progress(f"Caching {path_prefix.name}", views * len(split)) if progress else None
+        started = time.perf_counter()
+        with atomic_path(path) as tmp:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            for view in range(views):
+                target = array[view] if views > 1 else array
+                for chunk, start in enumerate(range(0, len(split), FEATURE_CHUNK)):
+                    part = dataclasses.replace(
+                        split,
+                        rows=split.rows[start : start + FEATURE_CHUNK],
+                        labels=split.labels[start : start + FEATURE_CHUNK],
+                    )
+                    dataset = make_dataset(
+                        part,
+                        num_classes,
+                        batch_size,
+                        augment=augment if view > 0 else None,
+                        seed=seed + 7919 * view + chunk,
+                    )
+                    outputs = bottom.predict(inputs_only(dataset), verbose=0)
+                    target[start : start + len(part)] = outputs
+                    if tick:
+                        tick(len(part))
+            array.flush()
+        seconds = round(time.perf_counter() - started, 2)
+        write_json(path.with_suffix(".json"), {"shape": list(shape), "seconds": seconds})
+        return np.load(path, mmap_mode="r")
+
+    return cached_entry(path, lambda: _load_cached(path), compute, f"{path_prefix.name}-")
+
+
+def _load_cached(path: Path) -> np.ndarray | None:
+    """The cached outputs, or None while they are missing or incomplete (no done marker)."""
+    try:
+        if not path.with_suffix(".json").is_file():
+            return None
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):  # removed between the check and the open
+        return None
+    mark_used(path)
+    return array
 
 
 def _key(

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,11 +215,13 @@ def fit_stage(
     stage_dir: Path,
     verbose: int,
     resume_from: Path | None = None,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> FitOutcome:
     """Train `model` for the stage's epochs, resuming from stage_dir/backup when it holds one.
 
     `resume_from` is another backup folder to resume from: a non-chief worker writes to a
     throwaway stage_dir but resumes from the chief's backups, like every other worker.
+    `extra_callbacks` are the caller's, run after tlcli's own (so they see each epoch backed up).
     """
     backup_dir = stage_dir / "backup"
     history_csv = stage_dir / "history.csv"
@@ -240,6 +242,7 @@ def fit_stage(
         backup,
         keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
     ]
+    callbacks += list(extra_callbacks)
     started = time.perf_counter()
     epochs_run: list[int] = []
     final: dict[str, float] = {}

@@ -21,7 +21,7 @@ def plot_curves(history_csv: Path, target: Path, title: str) -> None:
     """Loss and accuracy per epoch, train and validation, from history.csv."""
     rows = read_csv_rows(history_csv)
     if rows:
-        _save(curves_figure(rows, title), target)
+        save_figure(curves_figure(rows, title), target)
 
 
 def curves_figure(rows: list[dict[str, str]], title: str):
@@ -32,7 +32,7 @@ def curves_figure(rows: list[dict[str, str]], title: str):
     >>> [label.get_text() for label in figure.axes[0].get_xticklabels() if "." in label.get_text()]
     []
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [int(r["epoch"]) + 1 for r in rows]
@@ -54,7 +54,7 @@ def curves_figure(rows: list[dict[str, str]], title: str):
 
 
 def plot_confusion(metrics: dict, target: Path, title: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(metrics["confusion_matrix"])
     labels = metrics["labels"]
     size = max(4.0, 0.6 * len(labels) + 2)
@@ -70,10 +70,11 @@ def plot_confusion(metrics: dict, target: Path, title: str) -> None:
         color = "white" if value > limit else "black"
         axis.text(col, row, str(value), ha="center", va="center", color=color)
     figure.tight_layout()
-    _save(figure, target)
+    save_figure(figure, target)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,7 +83,8 @@ def _pyplot():
     return plt
 
 
-def _save(figure, target: Path) -> None:
+def save_figure(figure, target: Path) -> None:
+    """Write a figure atomically and free it."""
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=100)
-    _pyplot().close(figure)
+    pyplot().close(figure)

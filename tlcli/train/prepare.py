@@ -79,7 +79,7 @@ def load_data(
             data_cfg,
             tuple(image_size),
             cfg.seed,
-            write_path(run.cache_dir),
+            write_path(cfg.cache_path),
             report_dir,
             progress,
             require_trainable=require_trainable,

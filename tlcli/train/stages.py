@@ -17,7 +17,9 @@ loads its data (all image problems surface here), builds or loads its model, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tlcli.config import Config, TrainStage, stage_fingerprint
 from tlcli.console import Console, plural, shown_path
@@ -30,8 +32,17 @@ from tlcli.train.evaluate import check_labels, evaluate
 from tlcli.train.prepare import start_stage_work
 
 
-def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) -> StageResult:
-    """Train the whole base, with its own head, on the source task (`pretrain.data`)."""
+def pretrain(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> StageResult:
+    """Train the whole base, with its own head, on the source task (`pretrain.data`).
+
+    `callbacks` (Keras callbacks, here and in the other stages) are passed on to fit().
+    """
     console = console or Console()
     if cfg.pretrain is None:
         raise ConfigError(f"{cfg.source}: pretrain: the config has no pretrain section")
@@ -46,7 +57,7 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     from tlcli.model.network import build_classifier
     from tlcli.model.weights import build_base_with_weights
 
-    job = StageJob(cfg, run, "pretrain", data, data_cfg, cfg.pretrain, console)
+    job = StageJob(cfg, run, "pretrain", data, data_cfg, cfg.pretrain, console, callbacks)
     console.banner("pretrain", _describe(job, cfg.pretrain.weights))
     with model_scope(cfg.run):
         base = build_base_with_weights(
@@ -63,7 +74,13 @@ def pretrain(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     return train_and_save(job, model)
 
 
-def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) -> StageResult:
+def finetune(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> StageResult:
     """Freeze the base, put a new head on it, train the head on the target data."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
@@ -74,33 +91,44 @@ def finetune(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
     ):
         return _skipped(run, "finetune", console)
     data = start_stage_work(cfg, run, "finetune", console)
+    job = StageJob(cfg, run, "finetune", data, cfg.data, cfg.finetune, console, callbacks)
+    console.banner("finetune", _describe(job, cfg.model.weights))
+    return train_and_save(job, finetune_model(cfg, run, data.num_classes, console))
 
+
+def finetune_model(cfg: Config, run: RunDir, num_classes: int, console: Console):
+    """The model the finetune stage trains: the base with its weights, frozen, and a new head
+    (`head: pretrain` copies the pretrain head's hidden layers)."""
     import keras
 
     from tlcli.model.freezing import freeze_base
     from tlcli.model.network import build_classifier, copy_hidden_head
-    from tlcli.model.weights import build_base_with_weights
+    from tlcli.model.weights import build_frozen_base
 
     weights = (
         str(run.model_path("pretrain")) if cfg.model.weights == "pretrain" else cfg.model.weights
     )
     head = cfg.pretrain.head if cfg.model.head == "pretrain" else cfg.model.head
-    job = StageJob(cfg, run, "finetune", data, cfg.data, cfg.finetune, console)
-    console.banner("finetune", _describe(job, cfg.model.weights))
     with model_scope(cfg.run):
-        base = build_base_with_weights(cfg.model.base, cfg.image_size, weights)
+        base = build_frozen_base(cfg.model.base, cfg.image_size, weights)
         model = build_classifier(
-            base, data.num_classes, head, cfg.model.pooling, cfg.model.base, base_training=False
+            base, num_classes, head, cfg.model.pooling, cfg.model.base, base_training=False
         )
         if cfg.model.head == "pretrain":
             source = keras.models.load_model(run.model_path("pretrain"), compile=False)
             copied = copy_hidden_head(source, model)
             console.info(f"adaptive transfer: {copied} hidden head layer(s) copied from pretrain")
         freeze_base(model)
-    return train_and_save(job, model)
+    return model
 
 
-def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) -> StageResult:
+def unfreeze(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> StageResult:
     """Start from the finetune model, let the top of the base train at a low learning rate."""
     console = console or Console()
     if cfg.unfreeze is None:
@@ -113,15 +141,20 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
         return _skipped(run, "unfreeze", console)
     data = start_stage_work(cfg, run, "unfreeze", console)
     check_labels(run, "finetune", data.classes)
+    job = StageJob(cfg, run, "unfreeze", data, cfg.data, cfg.unfreeze, console, callbacks)
+    console.banner("unfreeze", _describe(job, "finetune"))
+    return train_and_save(job, unfreeze_model(cfg, run, console))
 
+
+def unfreeze_model(cfg: Config, run: RunDir, console: Console):
+    """The model the unfreeze stage trains: the finetune model with the top of its base
+    trainable (BatchNorm frozen unless unfreeze.train_bn)."""
     import keras
 
     from tlcli.model.freezing import unfreeze_top
     from tlcli.model.network import FLOAT32_LAYERS, rebuild
     from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
 
-    job = StageJob(cfg, run, "unfreeze", data, cfg.data, cfg.unfreeze, console)
-    console.banner("unfreeze", _describe(job, "finetune"))
     with model_scope(cfg.run):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
         # A calibrated finetune (tlcli.insight.calibration) trains on from its head as trained.
@@ -136,7 +169,7 @@ def unfreeze(cfg: Config, mode: Mode = "new", console: Console | None = None) ->
         if trained
         else "no base layer with weights selected: only the head trains"
     )
-    return train_and_save(job, model)
+    return model
 
 
 STAGE_FUNCTIONS = {"pretrain": pretrain, "finetune": finetune, "unfreeze": unfreeze}

@@ -1,0 +1,194 @@
+"""tlcli sweep: the space checked before any trial, trials as run folders, results, best.yaml,
+resuming a killed sweep, and two processes sharing one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import config_dict, run_subprocess, words
+
+SPACE = {
+    "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)",
+    "model.head.dropout": "uniform(0.0, 0.5)",
+}
+
+
+def _sweep_config(root: Path, trials: int = 3, epochs: int = 2, **sweep) -> dict:
+    config = config_dict(root, finetune={"epochs": epochs})
+    config["sweep"] = {"trials": trials, "params": dict(SPACE), "pruner": "none", **sweep}
+    return config
+
+
+@pytest.mark.parametrize(
+    ("param", "words_expected"),
+    [
+        ("finetune.optimizer.learnig_rate=loguniform(1e-4,1e-2)", "did you mean"),
+        ("finetune.epochs=uniform(1.5,3)", "does not take a float range"),
+        ("model.head.dropout=uniform(0.1,1.5)", "less than 1"),
+        ("finetune.optimizer.learning_rate=loguniform(1e-2,1e-4)", "must be below high"),
+        ("model.base=[vgg16,vgg61]", "unknown base"),
+        ("finetune.epochs=normal(3)", "not a search space"),
+    ],
+)
+def test_a_bad_space_is_one_line_before_any_trial(
+    image_folder, write_config, cli, param, words_expected
+):
+    path = write_config(_sweep_config(image_folder))
+    result = cli("sweep", path, "--param", param)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "sweep.params." in lines[0] and words_expected in words(lines[0])
+    assert not (image_folder.parent / "runs" / "t").exists(), "nothing ran"
+
+
+def test_sweep_writes_trials_results_and_a_best_config_that_reproduces(finished_sweep):
+    results = json.loads((finished_sweep / "results.json").read_text())
+    rows, best = results["trials"], results["best"]
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3]
+    for row in rows:
+        if row["model.weights"].endswith("other.weights.h5"):
+            # a trial that fails is recorded with its error line, and the sweep goes on
+            assert row["state"] == "fail" and "does not fit vgg16" in row["error"]
+            continue
+        assert row["state"] == "complete"
+        trial = finished_sweep / "trials" / f"{row['trial']:04d}"  # a normal run folder
+        trial_config = yaml.safe_load((trial / "config.yaml").read_text())
+        assert trial_config["model"]["head"]["dropout"] == row["model.head.dropout"]
+        assert trial_config["cache_dir"] == str(finished_sweep / "cache")
+        assert (trial / "finetune" / "model.keras").is_file()
+    assert len(list((finished_sweep / "cache").glob("features-finetune-train-*.npy"))) == 1
+    assert (finished_sweep / "results.csv").read_text().count("\n") == 5
+    assert (finished_sweep / "sweep.png").stat().st_size > 0
+    assert best["eval_accuracy"] is not None, "the best trial is evaluated"
+
+    # `tlcli run best.yaml` (done by the fixture) trains the best trial's model again
+    again = json.loads((finished_sweep.parent / "t-best" / "finetune" / "stage.json").read_text())
+    trial = finished_sweep / "trials" / f"{best['trial']:04d}" / "finetune" / "stage.json"
+    trained = json.loads(trial.read_text())
+    assert again["final"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert again["final"]["val_loss"] == pytest.approx(trained["final"]["val_loss"], rel=1e-4)
+
+
+def test_without_optuna_sweep_names_the_extra(image_folder, write_config, tmp_path):
+    blocker = tmp_path / "no_optuna"
+    blocker.mkdir()
+    (blocker / "optuna.py").write_text("raise ImportError('no optuna here')\n")
+    env = {"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = run_subprocess("sweep", write_config(_sweep_config(image_folder)), env=env)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'tlcli[sweep]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _start_sweep(config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlcli", "sweep", str(config), "--quiet", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(image_folder, write_config):
+    path = write_config(_sweep_config(image_folder, trials=3, epochs=6))
+    trials = image_folder.parent / "runs" / "t" / "trials"
+    process = _start_sweep(path)
+    deadline = time.time() + 300
+    while not (trials / "0001" / "finetune" / "backup").is_dir():  # trial 1 is mid-way
+        assert process.poll() is None and time.time() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    finished = trials / "0000" / "finetune" / "model.keras"
+    stamp = finished.stat().st_mtime_ns
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    result = run_subprocess("sweep", path, "--resume")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trial 1: its process stopped; re-queued" in words(result.stderr)
+    assert finished.stat().st_mtime_ns == stamp, "a finished trial is not trained again"
+    rows = json.loads((trials.parent / "results.json").read_text())["trials"]
+    assert [(r["trial"], r["state"]) for r in rows] == [(i, "complete") for i in range(3)]
+    assert rows[1]["number"] != 1, "trial 1 ran again as a re-queued copy, in its own folder"
+    state = json.loads((trials / "0001" / "finetune" / "stage.json").read_text())
+    assert state["status"] == "finished" and state["resumed_from_epoch"] >= 1
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study_and_run_no_trial_twice(image_folder, write_config):
+    path = write_config(_sweep_config(image_folder, trials=6, epochs=3))
+    first = _start_sweep(path, "--resume")
+    second = _start_sweep(path, "--resume")
+    outputs = [first.communicate(timeout=600)[0], second.communicate(timeout=600)[0]]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    sweep_dir = image_folder.parent / "runs" / "t"
+    rows = json.loads((sweep_dir / "results.json").read_text())["trials"]
+    assert sorted(r["trial"] for r in rows) == list(range(6))
+    assert all(r["state"] == "complete" for r in rows)
+    ran = [line for out in outputs for line in out.splitlines() if line.startswith("trial ")]
+    assert sorted(line.split()[1] for line in ran) == [f"{i:04d}" for i in range(6)], ran
+    assert all(any(line.startswith("trial ") for line in out.splitlines()) for out in outputs)
+
+
+def test_the_pruner_stops_a_trial_after_the_epoch_it_judges_hopeless():
+    import keras
+    import numpy as np
+    import optuna
+
+    from tlcli.experiments.trial import PruningReporter
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(2.0))
+    reporter = PruningReporter(study.ask(), "val_accuracy")  # accuracy never reaches 2
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.random.rand(16, 4), np.eye(2)[np.arange(16) % 2]
+    history = model.fit(x, y, validation_data=(x, y), epochs=5, callbacks=[reporter], verbose=0)
+    assert len(history.epoch) == 1 and reporter.pruned_at == 0
+
+
+@pytest.mark.parametrize(
+    ("pruner", "expected"), [("none", "NopPruner"), ("median", "MedianPruner")]
+)
+def test_the_configured_pruner_is_the_studys(
+    image_folder, write_config, tmp_path, pruner, expected
+):
+    from tlcli.config import load_config
+    from tlcli.experiments.study import open_storage, open_study
+
+    cfg = load_config(write_config(_sweep_config(image_folder, pruner=pruner)))
+    study = open_study(cfg, open_storage(None, tmp_path / "sweep"), "new")
+    assert type(study.pruner).__name__ == expected
+
+
+def test_an_unreachable_storage_is_one_line(image_folder, write_config, cli, tmp_path):
+    path = write_config(_sweep_config(image_folder))
+    url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
+    result = cli("sweep", path, "--resume", "--storage", url)
+    assert result.exit_code == 2, result.output
+    assert words(result.output).startswith(f"error: storage {url}: cannot open it")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_sweep_section_and_a_shared_cache_leave_stage_fingerprints_alone(
+    image_folder, write_config, tmp_path
+):
+    from tlcli.config import load_config, stage_fingerprint
+
+    plain = config_dict(image_folder, unfreeze={"epochs": 1})
+    swept = {**_sweep_config(image_folder), "unfreeze": {"epochs": 1}}
+    swept["cache_dir"] = str(tmp_path / "shared-cache")
+    plain["name"] = swept["name"] = "same"
+    a = load_config(write_config(plain, "plain.yaml"))
+    b = load_config(write_config(swept, "swept.yaml"))
+    for stage in ("finetune", "unfreeze"):
+        assert stage_fingerprint(a, stage) == stage_fingerprint(b, stage)
+    assert b.cache_path == tmp_path / "shared-cache" and a.cache_path == a.run_dir / "cache"

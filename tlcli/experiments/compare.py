@@ -1,0 +1,205 @@
+"""`tlcli compare`: runs (and sweeps' trials) side by side, in one table.
+
+Columns: the run, the config keys whose values differ between the runs, then for each trained
+stage its validation accuracy, its evaluation (accuracy and macro F1, per class on request) and
+its time. A sweep folder stands for its trials; a folder that is neither is reported and
+skipped.
+
+>>> differing([{"a": 1, "b": 2}, {"a": 1, "b": 3}, {"a": 1}])
+['b']
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tlcli.config import flatten
+from tlcli.console import Console
+from tlcli.errors import ConfigError
+from tlcli.experiments.names import short_names
+from tlcli.files import read_json
+from tlcli.rundir import TARGET_STAGES, RunDir
+
+# Keys that differ between any two runs without saying anything about them.
+NOT_COMPARED = ("name", "output_dir", "cache_dir", "sweep")
+FORMATS = ("table", "csv", "json", "markdown")
+
+
+@dataclass
+class Comparison:
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    skipped: list[str]  # folders that are not runs, with why
+
+
+def compare(
+    paths: list[str | Path],
+    *,
+    sort: str | None = None,
+    descending: bool = False,
+    per_class: bool = False,
+) -> Comparison:
+    """Collect the runs under `paths` (folders or glob patterns) into one table."""
+    runs, skipped = find_runs(paths)
+    configs = [_config_of(run) for run in runs]
+    keys = differing(configs)
+    rows = []
+    labels = _labels(runs)
+    for run, config, label in zip(runs, configs, labels, strict=True):
+        row: dict[str, Any] = {"run": label}
+        row.update({key: config.get(key) for key in keys})
+        row.update(_stage_columns(RunDir(run), per_class))
+        rows.append(row)
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    if sort is not None:
+        if sort not in columns:
+            raise ConfigError(f"cannot sort by '{sort}': the columns are {', '.join(columns)}")
+        present = [r for r in rows if r.get(sort) is not None]
+        present.sort(key=lambda r: _sort_key(r[sort]), reverse=descending)
+        rows = present + [r for r in rows if r.get(sort) is None]
+    return Comparison(columns, rows, skipped)
+
+
+def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """Run folders under `paths`: each run, each trial of a sweep; and what was skipped."""
+    runs: list[Path] = []
+    skipped: list[str] = []
+    for given in paths:
+        matches = sorted(glob.glob(str(given))) if glob.has_magic(str(given)) else [str(given)]
+        if not matches:
+            skipped.append(f"{given}: nothing matches")
+        for match in map(Path, matches):
+            if is_run(match):
+                runs.append(match)
+            elif (match / "sweep.json").is_file():
+                trials = sorted(p for p in (match / "trials").glob("*") if is_run(p))
+                runs += trials
+                if not trials:
+                    skipped.append(f"{match}: a sweep without finished trials")
+            else:
+                skipped.append(f"{match}: not a run or sweep folder (no config.yaml and stages)")
+    return list(dict.fromkeys(runs)), skipped
+
+
+def is_run(folder: Path) -> bool:
+    run = RunDir(folder)
+    return (folder / "config.yaml").is_file() and any(run.stage_state(s) for s in TARGET_STAGES)
+
+
+def differing(configs: list[dict[str, Any]]) -> list[str]:
+    """The flattened keys whose values are not the same in every config."""
+    keys = list(dict.fromkeys(key for config in configs for key in config))
+    return [
+        key
+        for key in keys
+        if not key.startswith(NOT_COMPARED)
+        and len({json.dumps(c.get(key), sort_keys=True, default=str) for c in configs}) > 1
+    ]
+
+
+def _config_of(run: Path) -> dict[str, Any]:
+    return flatten(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
+
+
+def _stage_columns(run: RunDir, per_class: bool) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for stage in TARGET_STAGES:
+        state = run.stage_state(stage)
+        if state is None:
+            continue
+        timings = state.get("timings", {})
+        seconds = None
+        if "stage_finished_at" in timings and "stage_started_at" in timings:
+            seconds = round(timings["stage_finished_at"] - timings["stage_started_at"], 1)
+        columns[f"{stage}.val_accuracy"] = _round(state.get("final", {}).get("val_accuracy"))
+        path = run.stage_dir(stage) / "metrics.json"
+        metrics = read_json(path) if path.is_file() else {}
+        columns[f"{stage}.accuracy"] = metrics.get("accuracy")
+        columns[f"{stage}.f1_macro"] = metrics.get("f1_macro")
+        if per_class:
+            for label, scores in metrics.get("per_class", {}).items():
+                columns[f"{stage}.f1.{label}"] = scores["f1"]
+        columns[f"{stage}.seconds"] = seconds
+    return columns
+
+
+def render(comparison: Comparison, output_format: str, console: Console) -> str | None:
+    """The comparison as text (csv, json, markdown), or printed as a table (returns None)."""
+    columns, rows = comparison.columns, comparison.rows
+    if output_format == "table":
+        names = short_names(columns)  # the table must fit a terminal: short key names
+        console.table(
+            f"{len(rows)} runs",
+            [names[c] for c in columns],
+            [[_cell(r.get(c)) for c in columns] for r in rows],
+        )
+        return None
+    if output_format == "json":
+        return json.dumps({"columns": columns, "runs": rows}, indent=2, default=str) + "\n"
+    if output_format == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({c: _cell(r.get(c), "") for c in columns} for r in rows)
+        return out.getvalue()
+    if output_format == "markdown":
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    raise ConfigError(f"format '{output_format}': expected {', '.join(FORMATS)}")
+
+
+def plot_metric(comparison: Comparison, metric: str, target: Path) -> None:
+    """A horizontal bar per run of one column (e.g. finetune.accuracy)."""
+    from tlcli.train.plots import pyplot, save_figure
+
+    if metric not in comparison.columns:
+        raise ConfigError(
+            f"cannot chart '{metric}': the columns are {', '.join(comparison.columns)}"
+        )
+    shown = [r for r in comparison.rows if isinstance(r.get(metric), int | float)]
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(8, max(2.5, 0.4 * len(shown) + 1)))
+    axis.barh([r["run"] for r in shown][::-1], [r[metric] for r in shown][::-1])
+    for index, row in enumerate(shown[::-1]):
+        axis.text(row[metric], index, f" {row[metric]:.3f}", va="center")
+    axis.set_xlabel(metric)
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    save_figure(figure, target)
+
+
+def _labels(runs: list[Path]) -> list[str]:
+    """Each run's path without the folders all of them share (the whole path for one run)."""
+    paths = [run.resolve() for run in runs]
+    if len(paths) < 2:
+        return [str(p) for p in paths]
+    common = Path(os.path.commonpath(paths))
+    return [str(p.relative_to(common)) or p.name for p in paths]
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def _cell(value: Any, missing: str = "-") -> str:
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)

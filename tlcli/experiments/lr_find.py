@@ -1,0 +1,217 @@
+"""`tlcli lr-find`: the learning-rate range test (Smith, 2017, "Cyclical Learning Rates for
+Training Neural Networks", section 3.3).
+
+The stage's model trains for a fixed number of steps while the learning rate rises
+exponentially from `start` to `end`; the loss of each step is smoothed (an exponential moving
+average with bias correction, beta 0.98) and the test stops early once the smoothed loss
+exceeds four times its minimum (it diverged). The suggestion comes with the rule that picked
+it:
+
+- `steepest` (the default): the rate where the smoothed loss falls fastest against log(rate),
+  the first tenth of the curve skipped (an average of a few noisy losses swings most there);
+- `minimum`: a tenth of the rate at the smoothed loss's minimum.
+
+On the real photographs of ../shared, `steepest` came closer to the best of a grid of rates
+than `minimum` (README, "Finding the learning rate"; benchmarks/lr_find_quality.py).
+
+The test trains what the stage trains, on the same inputs: for finetune that is the head on the
+stage's cached features (the same cache the stage uses, built if missing), so it takes seconds;
+for unfreeze, the finetune model with its top unfrozen. Nothing is saved but the curve
+(`<run>/lr_find/<stage>.png`) and the numbers (`<stage>.json`).
+
+>>> rates = np.geomspace(1e-5, 1, 51)
+>>> losses = 1 + (np.log10(rates) + 2) ** 2  # lowest at 1e-2
+>>> suggest(rates, smooth(losses, beta=0.0), "minimum")
+(0.001, 'a tenth of the rate at the lowest smoothed loss (0.01)')
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import keras
+import numpy as np
+
+from tlcli.config import Config, ScheduleConfig
+from tlcli.console import Console
+from tlcli.errors import ConfigError
+from tlcli.files import write_json
+from tlcli.rundir import RunDir, check_stage_name
+
+Rule = Literal["minimum", "steepest"]
+DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times its minimum
+
+
+@dataclass
+class RangeTest:
+    stage: str
+    rates: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    suggestion: float
+    rule: str
+    plot: Path
+    seconds: float
+
+
+def lr_find(
+    cfg: Config,
+    stage: str = "finetune",
+    console: Console | None = None,
+    *,
+    start: float = 1e-7,
+    end: float = 1.0,
+    steps: int = 100,
+    rule: Rule = "steepest",
+) -> RangeTest:
+    """Run the range test on `stage`'s model and inputs; returns the curve and the suggestion."""
+    console = console or Console()
+    check_stage_name(stage, ("finetune", "unfreeze"))
+    if not 0 < start < end:
+        raise ConfigError(f"learning-rate range {start:g}..{end:g}: need 0 < start < end")
+    if steps < 10:
+        raise ConfigError(f"steps {steps}: the range test needs at least 10 steps")
+    started = time.perf_counter()
+    model, train_ds, settings = _stage_inputs(cfg, stage, console)
+    rates, losses = _range_test(model, train_ds, settings, start, end, steps)
+    smoothed = smooth(np.asarray(losses))
+    suggestion, why = suggest(np.asarray(rates), smoothed, rule)
+    folder = RunDir(cfg.run_dir).path / "lr_find"
+    plot = folder / f"{stage}.png"
+    _plot(rates, losses, smoothed, suggestion, why, plot, f"{cfg.name}: {stage}")
+    result = RangeTest(
+        stage, rates, losses, smoothed.tolist(), suggestion, why, plot,
+        round(time.perf_counter() - started, 2),
+    )  # fmt: skip
+    write_json(folder / f"{stage}.json", {**asdict(result), "plot": str(plot)})
+    console.result(f"suggested {stage}.optimizer.learning_rate: {suggestion:.2g} ({why})")
+    if int(np.argmin(smoothed)) < len(rates) // 10:
+        console.warn(f"the loss was lowest in the first steps: try a lower start than {start:g}")
+    console.info(f"curve: {plot} ({len(rates)} steps, {result.seconds:.1f}s)")
+    return result
+
+
+def _stage_inputs(cfg: Config, stage: str, console: Console):
+    """What the stage would train, on what: the model (or its top on cached features)."""
+    from tlcli.train.core import StageJob, stage_datasets, training_inputs
+    from tlcli.train.evaluate import check_labels
+    from tlcli.train.prepare import start_stage_work
+    from tlcli.train.stages import finetune_model, unfreeze_model
+
+    run = RunDir(cfg.run_dir)
+    settings = getattr(cfg, stage)
+    if settings is None:
+        raise ConfigError(f"{cfg.source}: {stage}: the config has no {stage} section")
+    data = start_stage_work(cfg, run, stage, console, write_run_files_too=False)
+    if stage == "unfreeze":
+        run.trained_stage("finetune")  # a clear error when there is no finetune model yet
+        check_labels(run, "finetune", data.classes)
+        model = unfreeze_model(cfg, run, console)
+    else:
+        model = finetune_model(cfg, run, data.num_classes, console)
+    job = StageJob(cfg, run, stage, data, cfg.data, settings, console)
+    inputs = training_inputs(job, model)
+    train, _ = stage_datasets(job, inputs)
+    return inputs.model, train, settings
+
+
+def _range_test(model, train, settings, start: float, end: float, steps: int):
+    """Train `steps` batches at exponentially rising rates; (rates, losses) of each step."""
+    from tlcli.model.optimizers import compile_for_stage
+
+    # The rate is set before each step: the stage's own schedule would fight it.
+    compile_for_stage(model, settings.model_copy(update={"schedule": ScheduleConfig()}), steps)
+    growth = (end / start) ** (1 / (steps - 1))
+    recorder = _Recorder(start, growth)
+    model.fit(
+        train.dataset(0, math.ceil(steps / train.steps)),  # epochs' worth of batches to cover it
+        steps_per_epoch=steps,
+        epochs=1,
+        callbacks=[recorder, keras.callbacks.TerminateOnNaN()],
+        verbose=0,
+    )
+    return recorder.rates, recorder.losses
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Set the rate before each batch, record the batch's loss, stop once it diverged."""
+
+    def __init__(self, start: float, growth: float) -> None:
+        super().__init__()
+        self.start, self.growth = start, growth
+        self.rates: list[float] = []
+        self.losses: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        self.model.optimizer.learning_rate.assign(self.start * self.growth**batch)
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        # Keras logs the mean loss of the epoch so far; the batch's own loss is recovered
+        # from two consecutive means.
+        mean = float((logs or {})["loss"])
+        total = mean * (batch + 1)
+        previous = sum(self.losses)
+        loss = total - previous
+        self.rates.append(self.start * self.growth**batch)
+        self.losses.append(loss)
+        smoothed = smooth(np.asarray(self.losses))
+        if not math.isfinite(loss) or smoothed[-1] > DIVERGED * smoothed.min():
+            self.model.stop_training = True
+
+
+def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
+    """Exponential moving average with bias correction (Smith's and fastai's smoothing)."""
+    average, out = 0.0, np.empty(len(losses))
+    for step, loss in enumerate(losses):
+        average = beta * average + (1 - beta) * loss
+        out[step] = average / (1 - beta ** (step + 1)) if beta else average
+    return out
+
+
+def suggest(rates: np.ndarray, smoothed: np.ndarray, rule: Rule) -> tuple[float, str]:
+    """The suggested rate and, in words, the rule that picked it."""
+    lowest = int(np.argmin(smoothed))
+    if rule == "minimum":
+        at = float(rates[lowest])
+        if at / 10 < rates[0]:  # the loss never fell: the lowest rate tried is all one can say
+            return round_rate(float(rates[0])), "the loss did not fall: the lowest rate tried"
+        return round_rate(at / 10), f"a tenth of the rate at the lowest smoothed loss ({at:.2g})"
+    if rule == "steepest":
+        # The first steps are skipped: the average of a few noisy losses swings most there.
+        first = len(rates) // 10
+        if lowest - first < 2:
+            return round_rate(float(rates[lowest])), "the rate at the lowest smoothed loss"
+        part = slice(first, lowest + 1)
+        slope = np.gradient(smoothed[part], np.log(rates[part]))
+        steepest = first + int(np.argmin(slope))
+        return round_rate(float(rates[steepest])), "where the smoothed loss falls fastest"
+    raise ConfigError(f"rule '{rule}': expected minimum or steepest")
+
+
+def round_rate(rate: float) -> float:
+    """Two significant digits: a rate to type into a config."""
+    return float(f"{rate:.2g}")
+
+
+def _plot(rates, losses, smoothed, suggestion: float, why: str, target: Path, title: str):
+    from tlcli.train.plots import pyplot, save_figure
+
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(rates, losses, alpha=0.3, label="loss")
+    axis.plot(rates, smoothed, label="smoothed")
+    axis.axvline(suggestion, color="red", linestyle="--", label=f"suggested {suggestion:.2g}")
+    axis.set_xscale("log")
+    low, high = float(np.min(smoothed)), float(np.max(smoothed[: max(2, len(smoothed) // 2)]))
+    axis.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.5 * (high - low + 1e-9))
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("training loss")
+    axis.set_title(f"{title}\nsuggested: {why}", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    save_figure(figure, target)
