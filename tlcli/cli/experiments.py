@@ -13,10 +13,12 @@ from tlcli.cli.app import (
     QUIET,
     SET,
     app,
+    at_least_one,
     handle_errors,
     make_console,
     training_mode,
 )
+from tlcli.cli.training import TargetStage
 from tlcli.errors import ConfigError
 
 
@@ -35,16 +37,27 @@ def sweep(
         help="Search a key: loguniform(a,b), uniform(a,b), int(a,b[,step]), choice(x,y) or [x, y].",
     ),
     trials: int | None = typer.Option(
-        None, "--trials", "-n", min=1, help="Trials in the study (sweep.trials)."
+        None,
+        "--trials",
+        "-n",
+        metavar="N",
+        callback=lambda value: value if value is None else at_least_one(value),
+        help="Trials in the study (sweep.trials).",
     ),
     storage: str | None = typer.Option(
         None,
         "--storage",
+        metavar="URL",
         help="Optuna RDB URL or journal file shared by several processes (default: the sweep "
         "folder's study.journal).",
     ),
     workers: int = typer.Option(
-        1, "--workers", "-j", min=1, help="Processes on this machine working on the sweep."
+        1,
+        "--workers",
+        "-j",
+        metavar="N",
+        callback=at_least_one,
+        help="Processes on this machine working on the sweep.",
     ),
     overrides: list[str] = SET,
     resume: bool = typer.Option(
@@ -71,16 +84,23 @@ def sweep(
 @handle_errors
 def compare(
     runs: list[str] = typer.Argument(
-        ..., help="Run or sweep folders, or glob patterns ('runs/*').", show_default=False
+        ...,
+        metavar="RUN_OR_SWEEP",
+        help="Run or sweep folders, or glob patterns ('runs/*').",
+        show_default=False,
     ),
-    sort: str | None = typer.Option(None, "--sort", help="Sort by this column."),
+    sort: str | None = typer.Option(None, "--sort", metavar="COLUMN", help="Sort by this column."),
     desc: bool = typer.Option(False, "--desc", help="Sort in descending order."),
     output_format: Literal["table", "csv", "json", "markdown"] = typer.Option(
         "table", "--format", "-f", help="table, csv, json or markdown."
     ),
     per_class: bool = typer.Option(False, "--per-class", help="F1 of each class too."),
-    chart: Path | None = typer.Option(None, "--chart", help="Write a PNG bar chart of --metric."),
-    metric: str = typer.Option("finetune.accuracy", "--metric", help="The column --chart shows."),
+    chart: Path | None = typer.Option(
+        None, "--chart", metavar="FILE", help="Write a PNG bar chart of --metric."
+    ),
+    metric: str = typer.Option(
+        "finetune.accuracy", "--metric", metavar="COLUMN", help="The column --chart shows."
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Runs and sweeps side by side: the config keys that differ, each stage's metrics, time."""
@@ -108,12 +128,14 @@ def compare(
 @handle_errors
 def lr_find(
     config: Path = CONFIG,
-    stage: Literal["finetune", "unfreeze"] = typer.Option(
+    stage: TargetStage = typer.Option(
         "finetune", "--stage", help="The stage whose learning rate to find."
     ),
-    start: float = typer.Option(1e-7, "--start", help="Lowest rate tried."),
-    end: float = typer.Option(1.0, "--end", help="Highest rate tried."),
-    steps: int = typer.Option(100, "--steps", help="Training steps (batches) of the test."),
+    start: float = typer.Option(1e-7, "--start", metavar="RATE", help="Lowest rate tried."),
+    end: float = typer.Option(1.0, "--end", metavar="RATE", help="Highest rate tried."),
+    steps: int = typer.Option(
+        100, "--steps", metavar="N", callback=at_least_one, help="Training steps of the test."
+    ),
     rule: Literal["steepest", "minimum"] = typer.Option(
         "steepest",
         "--rule",
