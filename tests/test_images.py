@@ -78,3 +78,18 @@ def test_resize_matches_tf_image_resize(tmp_path, source, target):
     expected = tf.image.resize(pixels, target, method="bilinear", antialias=False).numpy()
     difference = np.abs(decoded.astype(np.float32) - expected)
     assert difference.max() <= 0.5 + 1e-3  # rounding to uint8 only
+
+
+def test_a_large_jpeg_decodes_as_tensorflow_decodes_and_resizes_it(tmp_path):
+    """No decoding at a reduced scale: the pixels are TensorFlow's (tf.io.decode_jpeg and
+    tf.image.resize, as Keras' image loaders do), up to the two JPEG decoders' rounding."""
+    import tensorflow as tf
+
+    y, x = np.mgrid[0:384, 0:512]
+    texture = np.stack([128 + 100 * np.sin(x / 23), 128 + 100 * np.cos(y / 17), (x * y) % 256], -1)
+    noise = np.random.default_rng(0).normal(0, 25, texture.shape)
+    Image.fromarray(np.clip(texture + noise, 0, 255).astype(np.uint8)).save(tmp_path / "p.jpg")
+    decoded = decode_image(tmp_path / "p.jpg", (64, 64)).pixels.astype(np.float32)
+    jpeg = tf.io.decode_jpeg(tf.io.read_file(str(tmp_path / "p.jpg")))
+    expected = tf.image.resize(jpeg, (64, 64)).numpy()
+    assert np.abs(decoded - expected).mean() < 2  # draft mode (1/4 scale here) gave 10

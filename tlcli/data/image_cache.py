@@ -31,7 +31,7 @@ from tlcli.data.images import decode_many
 from tlcli.files import atomic_path, cached_entry, mark_used, write_json
 
 # Bump when decode_image changes what it produces, so old caches are rebuilt.
-DECODER_VERSION = 2
+DECODER_VERSION = 3
 
 
 @dataclass
