@@ -113,6 +113,7 @@ def train_and_save(job: StageJob, model) -> StageResult:
 
 def training_inputs(job: StageJob, model) -> TrainingInputs:
     """Swap in the trainable top and cached bottom outputs when the cache plan says it pays."""
+    from tlcli.train.evaluate import evaluation_split
     from tlcli.train.feature_cache import cache_split_outputs, plan_cache
 
     augment = job.data_cfg.augment if job.data_cfg.augment.enabled else None
@@ -141,6 +142,8 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
             cache_dir=job.cfg.cache_path,
             tag=job.name,
             progress=progress,
+            # the split evaluate scores, so that it runs only the top (tlcli.train.evaluate)
+            names=("train", "val", evaluation_split(job.cfg)),
         )
     seconds = time.perf_counter() - started
     job.console.info(f"feature cache {'reused' if reused else 'built'} in {seconds:.1f}s")

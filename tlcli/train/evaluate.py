@@ -15,6 +15,7 @@ the metrics with the predicted probabilities, true labels and files behind them,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from tlcli.config import Config
 from tlcli.console import Console
+from tlcli.data.stage_data import DecodedSplit
 from tlcli.errors import DataError
 from tlcli.files import atomic_path, read_json, write_json
 from tlcli.rundir import LABELS_FILE, RunDir
@@ -98,24 +100,23 @@ def score_stage(
 
     import keras
 
-    from tlcli.data.pipeline import inputs_only, make_dataset
     from tlcli.train.metrics import calibration_metrics, classification_metrics, metrics_rows
     from tlcli.train.plots import plot_confusion
 
     model = keras.models.load_model(run.model_path(stage), compile=False)
-    dataset = make_dataset(split, data.num_classes, cfg.data.batch_size)
-    probabilities = model.predict(inputs_only(dataset), verbose=0)
+    probabilities, cut = predict_split(cfg, stage, model, split, data.num_classes)
     metrics = classification_metrics(split.labels, probabilities.argmax(axis=1), data.classes)
     metrics.update(
         calibration=calibration_metrics(split.labels, probabilities),
         stage=stage,
         split=split_name,
         model=str(run.model_path(stage)),
+        cached_features=cut,
         seconds=round(time.time() - data.started_at, 2),
     )
     evaluation = Evaluation(
         stage, split_name, run.stage_dir(stage), data.classes, split.labels,
-        np.asarray(probabilities, np.float32), split.paths, metrics,
+        probabilities, split.paths, metrics,
         default_split=split_name == evaluation_split(cfg, "auto"),
     )  # fmt: skip
     if is_chief():
@@ -132,6 +133,35 @@ def score_stage(
         metrics_rows(metrics),
     )
     return evaluation
+
+
+def predict_split(
+    cfg: Config, stage: str, model, split: DecodedSplit, num_classes: int
+) -> tuple[np.ndarray, str | None]:
+    """The model's probabilities on `split`, and the cut whose cached outputs fed them.
+
+    Right after a cached stage (or its doctor), the frozen bottom's outputs on `split` are in
+    the cache, exact (no augmentation): only the top runs on them, the same predictions as the
+    whole model up to float rounding. Otherwise (None) the whole model runs on the images.
+    """
+    from tlcli.data.pipeline import inputs_only, make_dataset
+    from tlcli.model.split import split_at_head, split_in_base
+    from tlcli.train.feature_cache import exact_cached_outputs
+
+    batch_size = cfg.data.batch_size
+    split_model = None
+    if stage == "finetune":
+        split_model = split_at_head(model)
+    elif stage == "unfreeze":
+        split_model = split_in_base(model)
+    features = split_model and exact_cached_outputs(split_model, split, cfg.cache_path, stage)
+    if features is None:
+        dataset = make_dataset(split, num_classes, batch_size)
+        return np.asarray(model.predict(inputs_only(dataset), verbose=0), np.float32), None
+    cached = dataclasses.replace(split, pixels=features, rows=np.arange(len(split)))
+    dataset = make_dataset(cached, num_classes, batch_size)
+    top_outputs = split_model.top.predict(inputs_only(dataset), verbose=0)
+    return np.asarray(top_outputs, np.float32), split_model.cut
 
 
 def evaluation_split(cfg: Config, split: str | None = None) -> str:

@@ -111,9 +111,9 @@ def cache_split_outputs(
 ) -> tuple[dict[str, DecodedSplit], bool]:
     """The bottom's outputs for the splits `names`, as splits the top trains on; (splits, reused).
 
-    Stages leave the test split out: nothing trains on it, and evaluate runs the whole model.
-    (The doctor asks for every split, under the finetune tag, so that it and finetune share
-    the train and val files.)
+    Stages ask for train, val and the split evaluate will score (which then runs only the top
+    on the cached outputs: `exact_cached_outputs`). The doctor asks for every split, under the
+    finetune tag, so that it and finetune share the files.
     """
     out: dict[str, DecodedSplit] = {}
     reused_all = True
@@ -188,6 +188,15 @@ def _cached_outputs(
         return np.load(path, mmap_mode="r")
 
     return cached_entry(path, lambda: _load_cached(path), compute, f"{path_prefix.name}-")
+
+
+def exact_cached_outputs(
+    split_model: SplitModel, split: DecodedSplit, cache_dir: Path, tag: str
+) -> np.ndarray | None:
+    """The bottom's outputs for `split` when a stage tagged `tag` cached them un-augmented
+    (exact: what the bottom computes now, up to float rounding), else None. Never computes."""
+    key = _key(_bottom_digest(split_model.bottom), split, 1, None, 0)
+    return _load_cached(cache_dir / f"features-{tag}-{split.name}-{key}.npy")
 
 
 def _load_cached(path: Path) -> np.ndarray | None:
