@@ -82,6 +82,10 @@ def test_cached_training_gives_the_uncached_model(image_folder, write_config, cl
         np.testing.assert_allclose(a, b, atol=2e-4)
     history_cached = (runs / "cached" / "finetune" / "history.csv").read_text().splitlines()
     assert len(history_cached) == 3
+    # One pass of the frozen prefix served both stages: unfreeze found it cached.
+    finetune_cache = json.loads((runs / "cached" / "finetune" / "stage.json").read_text())["cache"]
+    unfreeze_cache = json.loads((runs / "cached" / "unfreeze" / "stage.json").read_text())["cache"]
+    assert finetune_cache["unfreeze_prefix"] and unfreeze_cache["reused"], unfreeze_cache
     _check_evaluate_uses_exact_cache(cli, write_config, cached, runs / cached["name"])
 
 

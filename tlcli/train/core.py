@@ -114,7 +114,7 @@ def train_and_save(job: StageJob, model) -> StageResult:
 def training_inputs(job: StageJob, model) -> TrainingInputs:
     """Swap in the trainable top and cached bottom outputs when the cache plan says it pays."""
     from tlcli.train.evaluate import evaluation_split
-    from tlcli.train.feature_cache import cache_split_outputs, plan_cache
+    from tlcli.train.feature_cache import cache_split_outputs, plan_cache, shared_prefix
 
     augment = job.data_cfg.augment if job.data_cfg.augment.enabled else None
     plain = TrainingInputs(model, job.data.splits, 1, augment, {"used": False})
@@ -131,7 +131,15 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         plain.cache["reason"] = plan.reason
         return plain
     started = time.perf_counter()
+    # the split evaluate scores too, so that it runs only the top (tlcli.train.evaluate)
+    names = ("train", "val", evaluation_split(job.cfg))
     with model_scope(job.cfg.run), job.console.progress() as progress:
+        prefix = None
+        if job.name == "finetune":  # one pass of the frozen prefix for finetune and unfreeze
+            prefix = shared_prefix(
+                job.cfg, model, job.data, views=plan.views, augment=augment, progress=progress,
+                names=names,
+            )  # fmt: skip
         splits, reused = cache_split_outputs(
             plan.split,
             job.data,
@@ -142,8 +150,8 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
             cache_dir=job.cfg.cache_path,
             tag=job.name,
             progress=progress,
-            # the split evaluate scores, so that it runs only the top (tlcli.train.evaluate)
-            names=("train", "val", evaluation_split(job.cfg)),
+            names=names,
+            source=prefix,
         )
     seconds = time.perf_counter() - started
     job.console.info(f"feature cache {'reused' if reused else 'built'} in {seconds:.1f}s")
@@ -153,6 +161,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         "views": plan.views,
         "reused": reused,
         "seconds": round(seconds, 2),
+        "unfreeze_prefix": prefix is not None,  # cached for unfreeze in the same pass
     }
     return TrainingInputs(plan.split.top, splits, plan.views, None, summary)
 
