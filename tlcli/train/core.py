@@ -96,6 +96,12 @@ def train_and_save(job: StageJob, model) -> StageResult:
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
         model.save(tmp)
+    if is_chief() and inputs.cache["used"]:  # evaluate may then run the top alone
+        from tlcli.train.feature_cache import keep_top_for_evaluate
+
+        inputs.cache["evaluate"] = keep_top_for_evaluate(
+            job.stage_dir, job.run.model_path(job.name), inputs.model, inputs.splits, inputs.views
+        )
     if is_chief():
         end_stage(job, outcome, inputs.cache, runtime)
     wait_for_workers()  # the next stage, on any worker, reads what the chief wrote

@@ -98,13 +98,10 @@ def score_stage(
         raise DataError(f"{run.path}: the {split_name} split has no readable images")
     split = data.splits[split_name]
 
-    import keras
-
     from tlcli.train.metrics import calibration_metrics, classification_metrics, metrics_rows
     from tlcli.train.plots import plot_confusion
 
-    model = keras.models.load_model(run.model_path(stage), compile=False)
-    probabilities, cut = predict_split(cfg, stage, model, split, data.num_classes)
+    probabilities, cut = predict_split(cfg, run, stage, split, data.num_classes)
     metrics = classification_metrics(split.labels, probabilities.argmax(axis=1), data.classes)
     metrics.update(
         calibration=calibration_metrics(split.labels, probabilities),
@@ -136,32 +133,44 @@ def score_stage(
 
 
 def predict_split(
-    cfg: Config, stage: str, model, split: DecodedSplit, num_classes: int
+    cfg: Config, run: RunDir, stage: str, split: DecodedSplit, num_classes: int
 ) -> tuple[np.ndarray, str | None]:
-    """The model's probabilities on `split`, and the cut whose cached outputs fed them.
+    """The stage's probabilities on `split`, and the cut whose cached outputs fed them.
 
-    Right after a cached stage (or its doctor), the frozen bottom's outputs on `split` are in
-    the cache, exact (no augmentation): only the top runs on them, the same predictions as the
-    whole model up to float rounding. Otherwise (None) the whole model runs on the images.
+    After a cached stage, the frozen bottom's outputs on `split` are in the cache, exact (no
+    augmentation): only the top runs on them, the same predictions as the whole model up to
+    float rounding. Right after the stage its saved top is enough (`cached_top`); later (say,
+    model.keras calibrated since), the whole model is loaded and its bottom's hash finds the
+    outputs (`exact_cached_outputs`). Otherwise (None) the whole model runs on the images.
     """
+    import keras
+
     from tlcli.data.pipeline import inputs_only, make_dataset
     from tlcli.model.split import split_at_head, split_in_base
-    from tlcli.train.feature_cache import exact_cached_outputs
+    from tlcli.train.feature_cache import cached_top, exact_cached_outputs
 
-    batch_size = cfg.data.batch_size
-    split_model = None
-    if stage == "finetune":
-        split_model = split_at_head(model)
-    elif stage == "unfreeze":
-        split_model = split_in_base(model)
-    features = split_model and exact_cached_outputs(split_model, split, cfg.cache_path, stage)
-    if features is None:
-        dataset = make_dataset(split, num_classes, batch_size)
-        return np.asarray(model.predict(inputs_only(dataset), verbose=0), np.float32), None
+    record = (run.stage_state(stage) or {}).get("cache") or {}
+    found = cached_top(
+        run.stage_dir(stage), record.get("evaluate", {}), run.model_path(stage), split
+    )
+    cut = record.get("cut")
+    if found is None:
+        model = keras.models.load_model(run.model_path(stage), compile=False)
+        split_model = None
+        if stage == "finetune":
+            split_model = split_at_head(model)
+        elif stage == "unfreeze":
+            split_model = split_in_base(model)
+        features = split_model and exact_cached_outputs(split_model, split, cfg.cache_path, stage)
+        if features is None:
+            dataset = make_dataset(split, num_classes, cfg.data.batch_size)
+            return np.asarray(model.predict(inputs_only(dataset), verbose=0), np.float32), None
+        found, cut = (split_model.top, features), split_model.cut
+    top, features = found
     cached = dataclasses.replace(split, pixels=features, rows=np.arange(len(split)))
-    dataset = make_dataset(cached, num_classes, batch_size)
-    top_outputs = split_model.top.predict(inputs_only(dataset), verbose=0)
-    return np.asarray(top_outputs, np.float32), split_model.cut
+    dataset = make_dataset(cached, num_classes, cfg.data.batch_size)
+    probabilities = np.asarray(top.predict(inputs_only(dataset), verbose=0), np.float32)
+    return probabilities, cut
 
 
 def evaluation_split(cfg: Config, split: str | None = None) -> str:

@@ -46,6 +46,7 @@ FEATURE_CHUNK = 1024  # images per predict() call
 DEFAULT_VIEWS = 4  # `cache: on` with augmentation and no cache_views
 # A cut inside the base caches feature maps, not vectors: refuse above this size on disk.
 PREFIX_CACHE_LIMIT_BYTES = 16 * 2**30
+TOP_FILE = "cached_top.keras"  # a cached stage's trained top, for evaluate
 
 
 @dataclass
@@ -237,6 +238,48 @@ def _cached_outputs(
         return np.load(path, mmap_mode="r")
 
     return cached_entry(path, lambda: _load_cached(path), compute, f"{path_prefix.name}-")
+
+
+def keep_top_for_evaluate(
+    stage_dir: Path, model_path: Path, top: keras.Model, splits: dict[str, DecodedSplit], views: int
+) -> dict:
+    """After a cached stage: save its trained top beside model.keras (TOP_FILE), and return
+    what `cached_top` needs to score a split without loading the whole model: the hash of
+    model.keras and, per split cached exactly (no views), its outputs file and pixels key."""
+    with atomic_path(stage_dir / TOP_FILE) as tmp:
+        top.save(tmp)
+    return {
+        "model_sha1": file_sha1(model_path),
+        "exact_splits": {
+            name: {"file": str(split.pixels.filename), "key": split.key}
+            for name, split in splits.items()
+            if isinstance(split.pixels, np.memmap) and (name != "train" or views == 1)
+        },
+    }
+
+
+def cached_top(
+    stage_dir: Path, record: dict, model_path: Path, split: DecodedSplit
+) -> tuple[keras.Model, np.ndarray] | None:
+    """(the stage's top, the bottom's outputs on `split`) when its stage cached them exactly
+    and model.keras is still the model it saved (`keep_top_for_evaluate`), else None."""
+    entry = record.get("exact_splits", {}).get(split.name)
+    if not entry or entry["key"] != split.key or not (stage_dir / TOP_FILE).is_file():
+        return None
+    if record.get("model_sha1") != file_sha1(model_path):  # e.g. calibrated since
+        return None
+    features = _load_cached(Path(entry["file"]))
+    if features is None or len(features) != len(split):
+        return None
+    return keras.models.load_model(stage_dir / TOP_FILE, compile=False), features
+
+
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with path.open("rb") as file:
+        while chunk := file.read(2**22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _chunk_input(bottom, split, source, view: int, views: int, rows: slice, augment):
