@@ -56,6 +56,7 @@ class TrainingInputs:
     views: int  # cached augmented views per training image (1: none)
     augment: AugmentConfig | None  # augmentation still to apply per batch
     cache: dict[str, Any]  # what the feature cache did, for stage.json
+    bottom: Any = None  # keras.Model: the frozen bottom whose outputs `splits` hold (cached)
 
 
 @dataclass
@@ -72,32 +73,49 @@ def train_and_save(job: StageJob, model) -> StageResult:
     """Compile, fit (on cached frozen outputs when that pays), save the whole model."""
     from tlcli.data.pipeline import steps_per_epoch
     from tlcli.model.optimizers import compile_for_stage
+    from tlcli.model.tta import with_flip_tta
     from tlcli.train.fitting import fit_stage
+    from tlcli.train.searched_head import fit_head_by_search, search_plan
+    from tlcli.train.weight_mix import mix_with_finetune
 
     inputs = training_inputs(job, model)
-    steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
-    with model_scope(job.cfg.run):
-        compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
-    train, val_ds = stage_datasets(job, inputs)
+    search = search_plan(job, inputs) if job.name == "finetune" else None
+    if search is None:
+        steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
+        with model_scope(job.cfg.run):
+            compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
+        train, val_ds = stage_datasets(job, inputs)
     if is_chief():
         begin_stage(job.run, job.name, job.cfg)
     runtime = describe_runtime(job.cfg.run, inputs.model)
     job.console.info(runtime_line(runtime))
-    outcome = fit_stage(
-        inputs.model,
-        train,
-        val_ds,
-        job.settings,
-        write_path(job.stage_dir),
-        job.console.keras_verbose,
-        resume_from=job.stage_dir / "backup",
-        extra_callbacks=job.callbacks,
-    )
+    if search is not None:
+        outcome, tta = fit_head_by_search(job, model, inputs, search)
+    else:
+        outcome = fit_stage(
+            inputs.model,
+            train,
+            val_ds,
+            job.settings,
+            write_path(job.stage_dir),
+            job.console.keras_verbose,
+            resume_from=job.stage_dir / "backup",
+            extra_callbacks=job.callbacks,
+        )
+        tta = job.name in TARGET_STAGES and (
+            job.cfg.model.tta == "flip"
+            or (
+                job.name == "unfreeze" and job.cfg.model.tta == "auto" and finetune_has_tta(job.run)
+            )
+        )
+        if job.name == "unfreeze":
+            outcome = mix_with_finetune(job, model, outcome, tta)
+    saved = with_flip_tta(model) if tta else model
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
-        model.save(tmp)
+        saved.save(tmp)
     if is_chief():
-        end_stage(job, outcome, inputs.cache, runtime)
+        end_stage(job, outcome, inputs.cache, runtime, {"tta": "flip" if tta else None})
     wait_for_workers()  # the next stage, on any worker, reads what the chief wrote
     val_accuracy = outcome.final.get("val_accuracy")
     model_path = shown_path(job.run.model_path(job.name))
@@ -109,6 +127,11 @@ def train_and_save(job: StageJob, model) -> StageResult:
         job.name, job.run.model_path(job.name), False, outcome.epochs_done, outcome.seconds,
         val_accuracy,
     )  # fmt: skip
+
+
+def finetune_has_tta(run: RunDir) -> bool:
+    state = run.stage_state("finetune") or {}
+    return bool(state.get("tta"))
 
 
 def training_inputs(job: StageJob, model) -> TrainingInputs:
@@ -151,7 +174,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         "reused": reused,
         "seconds": round(seconds, 2),
     }
-    return TrainingInputs(plan.split.top, splits, plan.views, None, summary)
+    return TrainingInputs(plan.split.top, splits, plan.views, None, summary, plan.split.bottom)
 
 
 def stage_datasets(job: StageJob, inputs: TrainingInputs):
