@@ -147,7 +147,10 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         plain.cache["reason"] = "multi-worker"
         return plain
     with model_scope(job.cfg.run):  # the split models train and predict under the run's strategy
-        plan = plan_cache(job.name, model, job.settings, job.data_cfg, job.data, job.cfg.cache_path)
+        plan = plan_cache(
+            job.name, model, job.settings, job.data_cfg, job.data, job.cfg.cache_path,
+            needed=getattr(job.settings, "search", "off") == "auto",
+        )  # fmt: skip
     job.console.info(plan.reason)
     if plan.split is None:
         plain.cache["reason"] = plan.reason
