@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--unfreeze-epochs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/quality.json")
     parser.add_argument("--workdir", type=Path, help="keep runs here (default: a temp folder)")
+    parser.add_argument("--table", type=Path, help="only print the table of a results JSON")
     return parser.parse_args(argv)
 
 
@@ -158,20 +159,49 @@ def summarise(results: dict) -> list[list[str]]:
                 row.append(spread([r[stage]["accuracy"] for r in runs]))
                 row.append(spread([r[stage]["f1"] for r in runs]))
             row.append(f"{statistics.mean(r['seconds'] for r in runs):.0f}")
+            row.append(_search_share(runs) if tool == "tlcli" else "")
             rows.append(row)
     return rows
 
 
+def _search_share(runs: list[dict]) -> str:
+    """Seconds of the finetune stage (mirror pass + search) and of the weight mix, as a share of
+    the whole run: an upper bound of what they add (they replace the Keras head training)."""
+    shares = []
+    for run in runs:
+        mix = run["unfreeze"]["chose"].get("weight_mix", {}).get("seconds", 0.0)
+        shares.append((run["finetune"]["fit_seconds"] + mix) / run["seconds"])
+    return f"{100 * statistics.mean(shares):.0f}%"
+
+
 def print_table(rows: list[list[str]]) -> None:
     header = ["dataset", "recipe", "seeds", "finetune acc", "finetune F1", "unfreeze acc",
-              "unfreeze F1", "wall s"]  # fmt: skip
+              "unfreeze F1", "wall s", "search+mix"]  # fmt: skip
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
+def print_choices(results: dict) -> None:
+    """What tlcli's search chose, per dataset and seed."""
+    for dataset, by_tool in results["datasets"].items():
+        for run in by_tool["tlcli"]:
+            search = run["finetune"]["chose"].get("search", {})
+            mix = run["unfreeze"]["chose"].get("weight_mix", {})
+            print(
+                f"{dataset} seed {run['seed']}: head L2 {search.get('lambda')}, mirror "
+                f"{search.get('mirror')}, TTA {run['finetune']['chose'].get('tta')}; "
+                f"unfreeze weight mix {mix.get('chosen')} (val {mix.get('val_accuracy')})"
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.table:
+        results = json.loads(args.table.read_text())
+        print_table(summarise(results))
+        print_choices(results)
+        return
     if not WEIGHTS.is_file():
         sys.exit(f"{WEIGHTS}: not found (this benchmark needs ../shared beside the repo)")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tlcli-quality-"))
@@ -195,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps(results, indent=2) + "\n")
     print_table(summarise(results))
+    print_choices(results)
     print(f"results: {args.output}")
 
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+import tlcli.train.head_search as head_search
 from tlcli.console import plural
 from tlcli.files import write_csv_rows, write_json
 from tlcli.model.output_layer import output_layer
 from tlcli.runtime.scope import model_scope
-from tlcli.train import head_search
-from tlcli.train.core import StageJob, TrainingInputs
 from tlcli.train.fitting import FitOutcome
+
+if TYPE_CHECKING:
+    from tlcli.train.core import StageJob, TrainingInputs
 
 
 @dataclass

@@ -12,12 +12,16 @@ it shows a gain on validation (on hymenoptera, validation was 1.0 for every a wh
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tlcli.console import plural
 from tlcli.errors import RunError
-from tlcli.train.core import StageJob
 from tlcli.train.fitting import FitOutcome
+
+if TYPE_CHECKING:
+    from tlcli.train.core import StageJob
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
