@@ -17,7 +17,8 @@ best on held-out folds:
 All candidates of one fold train at once as one batched problem (`fit_softmax`). Features are
 standardised for the fit (better conditioned) and the scaling is folded into the Dense kernel
 and bias, so the network is the usual `predictions` layer. Measured on two real datasets
-(README, "Better models by default"): +2 to +3 points test accuracy over the Keras head.
+(README, "Better models by default"): +3.1 (clothing) and +1.8 (hymenoptera) points test
+accuracy over the Keras head after finetune.
 
 >>> rng = np.random.default_rng(0)
 >>> x = np.concatenate([rng.normal(0, 1, (40, 8)), rng.normal(1.5, 1, (40, 8))]).astype("f4")
