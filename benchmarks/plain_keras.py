@@ -23,7 +23,7 @@ The recipe, stage by stage:
 3. Finetune: base frozen, Adam(1e-3), --epochs epochs.
 4. Unfreeze: the same top layers tlcli unfreezes (from a block, or the top N layers), with
    BatchNormalization layers kept frozen (tlcli's default, and what the guide advises);
-   recompile with Adam(1e-5), --unfreeze-epochs epochs.
+   recompile with Adam(--unfreeze-lr, default 1e-5), --unfreeze-epochs epochs.
 5. Test accuracy after each stage when the data has a test/ split.
 
 The JSON written to --output holds wall-clock timestamps (time.time()) of every step, so the
@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unfreeze.add_argument("--top-layers", type=int, help="unfreeze the top N layers of the base")
     parser.add_argument("--augment", action="store_true", help="random horizontal flip + zoom")
     parser.add_argument("--zoom", type=float, default=0.1, help="zoom in or out by up to this")
+    parser.add_argument("--unfreeze-lr", type=float, default=1e-5, help="unfreeze stage's rate")
+    parser.add_argument("--f1", action="store_true", help="also the test split's macro F1")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", type=Path, required=True, help="JSON result file")
     return parser.parse_args(argv)
@@ -236,14 +238,34 @@ def fit_stage(model: keras.Model, splits: dict, epochs: int) -> dict:
     }
 
 
-def test_stage(model: keras.Model, splits: dict) -> dict:
-    """Test accuracy and how long it took; nothing when there is no test split."""
+def test_stage(model: keras.Model, splits: dict, f1: bool = False) -> dict:
+    """Test accuracy (and macro F1) and how long it took; nothing when there is no test split."""
     if "test" not in splits:
         return {}
     started = time.time()
     _, accuracy = model.evaluate(splits["test"], verbose=0)
     ended = time.time()
-    return {"test_accuracy": float(accuracy), "eval_seconds": ended - started, "eval_end": ended}
+    result = {"test_accuracy": float(accuracy), "eval_seconds": ended - started, "eval_end": ended}
+    if f1:
+        result["test_f1_macro"] = macro_f1(model, splits["test"])
+    return result
+
+
+def macro_f1(model: keras.Model, dataset) -> float:
+    """The mean over classes of F1 (a class never predicted nor present counts 0, as sklearn)."""
+    import numpy as np
+
+    true, predicted = [], []
+    for images, labels in dataset:
+        true.append(np.argmax(labels, 1))
+        predicted.append(np.argmax(model.predict_on_batch(images), 1))
+    true, predicted = np.concatenate(true), np.concatenate(predicted)
+    scores = []
+    for label in range(int(model.output_shape[-1])):
+        hits = np.sum((predicted == label) & (true == label))
+        total = np.sum(predicted == label) + np.sum(true == label)
+        scores.append(2 * hits / total if total else 0.0)
+    return float(np.mean(scores))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -260,14 +282,14 @@ def main(argv: list[str] | None = None) -> None:
 
     compile_model(model, 1e-3)
     finetune = fit_stage(model, splits, args.epochs)
-    finetune.update(test_stage(model, splits))
+    finetune.update(test_stage(model, splits, args.f1))
 
     unfreeze_start = time.time()
     start = first_unfrozen(base, args.from_block, args.top_layers)
     trained_layers = unfreeze_top(base, start)
-    compile_model(model, 1e-5)  # recompile after changing `trainable`, as the guide says
+    compile_model(model, args.unfreeze_lr)  # recompile after changing `trainable` (the guide)
     unfreeze = {"start": unfreeze_start, **fit_stage(model, splits, args.unfreeze_epochs)}
-    unfreeze.update(test_stage(model, splits))
+    unfreeze.update(test_stage(model, splits, args.f1))
 
     result = {
         "tool": "plain_keras",

@@ -134,7 +134,8 @@ def run_subprocess(
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished tiny run (VGG16, 32 px, finetune 1 epoch), trained once per session.
+    """One finished tiny run (VGG16, 32 px, finetune 1 epoch, flip test-time augmentation in
+    the model), trained once per session.
 
     For tests that only read the run (predict) or add to it under `export/`; a test that
     must change a run trains its own.
@@ -143,7 +144,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory.mktemp("trained") / "data", {"train": 10, "val": 4, "test": 4}
     )
     config = root.parent / "config.yaml"
-    config.write_text(yaml.safe_dump(config_dict(root, finetune={"epochs": 1}), sort_keys=False))
+    settings = config_dict(root, finetune={"epochs": 1}, model={"tta": "flip"})
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
     from tlcli.cli import app
 
     result = CliRunner().invoke(app, ["run", str(config), "--quiet"])

@@ -126,8 +126,10 @@ def test_int8_export_holds_integer_weights_and_is_smaller(exports, trained_run):
     assert exports["tflite-int8"].exit_code == 0
     int8 = trained_run / "export" / "finetune-tflite-int8" / "model.tflite"
     layers, not_integer = non_integer_layers(int8)
-    assert layers == 16 and not_integer == []  # VGG16: 1 preprocessing + 13 conv, 2 dense
-    assert "all 16 conv/dense layers hold int8" in exports["tflite-int8"].output
+    # VGG16 (1 preprocessing + 13 conv, 2 dense) once per branch of the test-time augmentation
+    # (image, mirror), and the mirror itself
+    assert layers == 33 and not_integer == []
+    assert "all 33 conv/dense layers hold int8" in exports["tflite-int8"].output
     float32 = trained_run / "export" / "finetune-tflite" / "model.tflite"
     assert int8.stat().st_size < float32.stat().st_size / 3
     assert non_integer_layers(float32)[1], "the float export is reported as float"
@@ -161,6 +163,28 @@ def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained
     for name, (_, quantize) in EXPORTS.items():
         check = compare(reference, results[name], TOLERANCES[quantize])
         assert check.passed, f"{name}: {check.describe()}"
+
+
+def test_exports_carry_the_runs_test_time_augmentation(exports, trained_run):
+    """The run's model averages each image with its mirror (model.tta: flip), so it answers
+    the same for both; so does every export, and it agrees with the run on both."""
+    from tlcli.serve.predictor import load_predictor
+
+    images = sorted((trained_run.parent.parent / "data" / "test").rglob("*.*"))
+    pixels = np.stack([decode_image(path, (32, 32)).pixels for path in images])
+    mirrors = np.ascontiguousarray(pixels[:, :, ::-1])
+    model = keras.models.load_model(trained_run / "finetune" / "model.keras", compile=False)
+    reference = model.predict(pixels.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(
+        model.predict(mirrors.astype(np.float32), verbose=0), reference, atol=1e-5
+    )
+    plain = keras.Model(model.input, model.get_layer("tta_mean").input[0])
+    assert np.abs(plain.predict(pixels.astype(np.float32), verbose=0) - reference).max() > 1e-4
+    for name in ("keras", "savedmodel", "tflite", "onnx"):
+        predictor = load_predictor(trained_run / "export" / f"finetune-{name}")
+        for batch in (pixels, mirrors):
+            check = compare(reference, predictor.predict(batch), TOLERANCES["none"])
+            assert check.passed, f"{name}: {check.describe()}"
 
 
 def test_predict_reads_exports_as_files_or_folders(exports, trained_run, cli):

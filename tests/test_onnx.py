@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, config_dict, make_image_folder, words
 
+from tlcli.model.tta import with_flip_tta
 from tlcli.serve.onnx_model import write_onnx
 from tlcli.serve.parity import TOLERANCES, compare
 from tlcli.serve.predictor import load_predictor
@@ -32,22 +33,11 @@ def _classifier(size: int, classes: int, temperature: float) -> keras.Model:
     return keras.Model(image, keras.layers.Activation("softmax")(scaled))
 
 
-def _with_flip_averaged(classifier: keras.Model, size: int) -> keras.Model:
-    """Test-time augmentation from built-in layers: the mean of the image and its mirror, the
-    mirror made by a Dense layer with an anti-identity kernel on the width axis."""
-    image = keras.Input((size, size, 3), name="image")
-    flip = keras.layers.Dense(size, use_bias=False, trainable=False)
-    width_last = keras.layers.Permute((1, 3, 2))(image)
-    mirrored = keras.layers.Permute((1, 3, 2))(flip(width_last))
-    flip.set_weights([np.eye(size, dtype=np.float32)[::-1]])
-    return keras.Model(image, keras.layers.Average()([classifier(image), classifier(mirrored)]))
-
-
 def test_a_network_with_test_time_augmentation_and_a_temperature_converts(tmp_path):
     size, labels = 16, ["ant", "bee", "wasp"]
     keras.utils.set_random_seed(0)  # weights whose answers differ between an image and its mirror
     classifier = _classifier(size, len(labels), temperature=1.7)
-    model = _with_flip_averaged(classifier, size)
+    model = with_flip_tta(classifier)  # tlcli's own test-time augmentation
     pixels = np.random.default_rng(0).integers(0, 256, (6, size, size, 3)).astype(np.float32)
     expected = model.predict(pixels, verbose=0)
     plain = classifier.predict(pixels, verbose=0)

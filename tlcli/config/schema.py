@@ -52,6 +52,15 @@ def _none_if_off(value: Any) -> Any:
     return None if value in (None, False, "none", "off") else value
 
 
+def _yaml_switch(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads a bare `on` / `off` as a boolean: read it back as the word."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+AutoOff = Annotated[Literal["auto", "off"], BeforeValidator(_yaml_switch)]
+
 # `weights: null` (or a bare `weights:`) means no weights, as `weights: none` does.
 Weights = Annotated[str, BeforeValidator(lambda value: "none" if value is None else value)]
 
@@ -190,6 +199,12 @@ class ModelConfig(Section):
         default_factory=HeadConfig,
         description="see model.head; or `pretrain` to reuse the pretrain head's hidden layers",
     )
+    tta: Annotated[Literal["auto", "flip", "off"], BeforeValidator(_yaml_switch)] = Field(
+        "auto",
+        description="test-time augmentation inside the saved model: flip averages the "
+        "predictions of the image and its mirror; auto: flip when finetune's head search found "
+        "mirrored images help",
+    )
 
     @field_validator("base")
     @classmethod
@@ -319,16 +334,20 @@ class FrozenCache(Section):
     @field_validator("cache", mode="before")
     @classmethod
     def _yaml_on_off(cls, value: Any) -> Any:
-        # YAML 1.1 (PyYAML) reads a bare `on` / `off` as a boolean.
-        if isinstance(value, bool):
-            return "on" if value else "off"
-        return value
+        return _yaml_switch(value)
 
 
 class FinetuneConfig(FrozenCache, TrainStage):
     """Frozen base, new head trains."""
 
     epochs: PositiveInt = Field(10, description="training epochs")
+    search: AutoOff = Field(
+        "auto",
+        description="auto: fit the head on the cached features by k-fold search over L2 "
+        "strength and mirrored images, when the head is one dense layer, the features are "
+        "cached exactly and no optimizer, schedule, label_smoothing or early_stopping is set; "
+        "off: train the head with the optimizer for `epochs`",
+    )
 
 
 class UnfreezeConfig(FrozenCache, TrainStage):
@@ -345,6 +364,11 @@ class UnfreezeConfig(FrozenCache, TrainStage):
     from_layer: str | None = Field(None, description="train from this base layer up")
     from_block: str | None = Field(None, description="train from this block up: block5, conv5")
     train_bn: bool = Field(False, description="let BatchNorm layers train (batch statistics)")
+    interpolate: AutoOff = Field(
+        "auto",
+        description="auto: end with the mix of the finetune and unfreeze weights (0, 1/4, ..., "
+        "1) that scores best on validation, so unfreezing never ends below finetune there",
+    )
 
     @field_validator("layers", mode="before")
     @classmethod

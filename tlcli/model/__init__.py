@@ -7,6 +7,7 @@ freezing and unfreezing, where to cut it for the feature cache, optimizers.
     split.py       cut a network into a frozen bottom and a trainable top sharing its layers
     optimizers.py  optimizers, learning-rate schedules, compiling a stage
     output_layer.py  the softmax output layer: scale its logits (temperature), keep and restore it
+    tta.py         flip test-time augmentation inside the saved network; strip it to train on
 
 May import: `tlcli.config`, the root helpers, Keras. Never `tlcli.data`.
 """

@@ -7,6 +7,9 @@
     fitting.py        Keras fit with per-epoch atomic backups, so a killed stage resumes
     training_state.py a training model's whole state in one file: the per-epoch backup
     feature_cache.py  run the frozen bottom once, cache its outputs, train the top on them
+    head_search.py    fit many heads on cached features, choose one by k-fold (the math)
+    searched_head.py  the finetune stage with `search: auto`: mirror features, search, record
+    weight_mix.py     unfreeze ends with the best finetune/unfreeze weight mix on validation
     evaluate.py       the evaluate stage
     metrics.py        accuracy, precision, recall, F1, confusion matrix
     plots.py          curves.png, confusion_matrix.png

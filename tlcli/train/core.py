@@ -4,8 +4,12 @@
     compile                                  a fresh optimizer for this stage
     datasets                                 train (shuffled, augmented, weighted) and val
     begin_stage                              stage.json says "running": a rerun must resume
-    fit_stage                                Keras fit with per-epoch backups (resumable)
-    save                                     the whole model.keras, atomically
+    fit_stage                                Keras fit with per-epoch backups (resumable);
+                                             unfreeze then keeps the best weight mix with
+                                             finetune (weight_mix.py)
+      or the head search                     finetune with `search: auto` (searched_head.py)
+    save                                     the whole model.keras (with flip TTA inside when
+                                             the stage uses it), atomically
     end_stage                                labels, curves, stage.json "finished", no backup
 
 `StageJob` carries what a stage is: its config section, its data and where it writes.
@@ -56,6 +60,7 @@ class TrainingInputs:
     views: int  # cached augmented views per training image (1: none)
     augment: AugmentConfig | None  # augmentation still to apply per batch
     cache: dict[str, Any]  # what the feature cache did, for stage.json
+    bottom: Any = None  # keras.Model: the frozen bottom whose outputs `splits` hold (cached)
 
 
 @dataclass
@@ -69,52 +74,79 @@ class StageResult:
 
 
 def train_and_save(job: StageJob, model) -> StageResult:
-    """Compile, fit (on cached frozen outputs when that pays), save the whole model."""
-    from tlcli.data.pipeline import steps_per_epoch
-    from tlcli.model.optimizers import compile_for_stage
-    from tlcli.train.fitting import fit_stage
+    """Train (the head search, or fit on cached frozen outputs when that pays), save the whole
+    model, with flip test-time augmentation inside when the stage uses it."""
+    from tlcli.model.tta import with_flip_tta
+    from tlcli.train.searched_head import fit_head_by_search, search_plan
 
     inputs = training_inputs(job, model)
-    steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
-    with model_scope(job.cfg.run):
-        compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
-    train, val_ds = stage_datasets(job, inputs)
+    search = search_plan(job, inputs) if job.name == "finetune" else None
+    fit = None if search else fit_as_configured(job, model, inputs)
     if is_chief():
         begin_stage(job.run, job.name, job.cfg)
     runtime = describe_runtime(job.cfg.run, inputs.model)
     job.console.info(runtime_line(runtime))
-    outcome = fit_stage(
-        inputs.model,
-        train,
-        val_ds,
-        job.settings,
-        write_path(job.stage_dir),
-        job.console.keras_verbose,
-        resume_from=job.stage_dir / "backup",
-        extra_callbacks=job.callbacks,
-    )
+    outcome, tta = fit_head_by_search(job, model, inputs, search) if search else fit()
+    saved = with_flip_tta(model) if tta else model
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
-        model.save(tmp)
-    if is_chief() and inputs.cache["used"]:  # evaluate may then run the top alone
+        saved.save(tmp)
+    if is_chief() and inputs.cache["used"] and not tta:  # evaluate may then run the top alone
         from tlcli.train.feature_cache import keep_top_for_evaluate
 
         inputs.cache["evaluate"] = keep_top_for_evaluate(
             job.stage_dir, job.run.model_path(job.name), inputs.model, inputs.splits, inputs.views
         )
     if is_chief():
-        end_stage(job, outcome, inputs.cache, runtime)
+        end_stage(job, outcome, inputs.cache, runtime, {"tta": "flip" if tta else None})
     wait_for_workers()  # the next stage, on any worker, reads what the chief wrote
     val_accuracy = outcome.final.get("val_accuracy")
     model_path = shown_path(job.run.model_path(job.name))
+    work = "head search" if "search" in outcome.details else plural(outcome.epochs_done, "epoch")
     job.console.result(
-        f"{job.name}: {plural(outcome.epochs_done, 'epoch')} in {outcome.seconds:.0f}s, "
+        f"{job.name}: {work} in {outcome.seconds:.0f}s, "
         f"val accuracy {format_accuracy(val_accuracy)} -> {model_path}"
     )
     return StageResult(
         job.name, job.run.model_path(job.name), False, outcome.epochs_done, outcome.seconds,
         val_accuracy,
     )  # fmt: skip
+
+
+def fit_as_configured(job: StageJob, model, inputs: TrainingInputs):
+    """Compile and build the datasets now; returns fit() -> (outcome, TTA on?) to call once the
+    stage has begun. Unfreeze ends with the best finetune/unfreeze weight mix."""
+    from tlcli.data.pipeline import steps_per_epoch
+    from tlcli.model.optimizers import compile_for_stage
+    from tlcli.train.fitting import fit_stage
+    from tlcli.train.weight_mix import mix_with_finetune
+
+    steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
+    with model_scope(job.cfg.run):
+        compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
+    train, val_ds = stage_datasets(job, inputs)
+    tta_setting = job.cfg.model.tta
+    tta = job.name in TARGET_STAGES and (
+        tta_setting == "flip"
+        or (job.name == "unfreeze" and tta_setting == "auto" and finetune_has_tta(job.run))
+    )
+
+    def fit():
+        outcome = fit_stage(
+            inputs.model, train, val_ds, job.settings, write_path(job.stage_dir),
+            job.console.keras_verbose, resume_from=job.stage_dir / "backup",
+            extra_callbacks=job.callbacks,
+        )  # fmt: skip
+        if job.name == "unfreeze":
+            outcome = mix_with_finetune(job, model, outcome, tta)
+        return outcome, tta
+
+    return fit
+
+
+def finetune_has_tta(run: RunDir) -> bool:
+    state = run.stage_state("finetune") or {}
+    return bool(state.get("tta"))
 
 
 def training_inputs(job: StageJob, model) -> TrainingInputs:
@@ -131,7 +163,10 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         plain.cache["reason"] = "multi-worker"
         return plain
     with model_scope(job.cfg.run):  # the split models train and predict under the run's strategy
-        plan = plan_cache(job.name, model, job.settings, job.data_cfg, job.data, job.cfg.cache_path)
+        plan = plan_cache(
+            job.name, model, job.settings, job.data_cfg, job.data, job.cfg.cache_path,
+            needed=getattr(job.settings, "search", "off") == "auto",
+        )  # fmt: skip
     job.console.info(plan.reason)
     if plan.split is None:
         plain.cache["reason"] = plan.reason
@@ -169,7 +204,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         "seconds": round(seconds, 2),
         "unfreeze_prefix": prefix is not None,  # cached for unfreeze in the same pass
     }
-    return TrainingInputs(plan.split.top, splits, plan.views, None, summary)
+    return TrainingInputs(plan.split.top, splits, plan.views, None, summary, plan.split.bottom)
 
 
 def stage_datasets(job: StageJob, inputs: TrainingInputs):

@@ -141,12 +141,14 @@ def predict_split(
     augmentation): only the top runs on them, the same predictions as the whole model up to
     float rounding. Right after the stage its saved top is enough (`cached_top`); later (say,
     model.keras calibrated since), the whole model is loaded and its bottom's hash finds the
-    outputs (`exact_cached_outputs`). Otherwise (None) the whole model runs on the images.
+    outputs (`exact_cached_outputs`). Otherwise (None; always with flip TTA inside) the whole
+    model runs on the images.
     """
     import keras
 
     from tlcli.data.pipeline import inputs_only, make_dataset
     from tlcli.model.split import split_at_head, split_in_base
+    from tlcli.model.tta import has_tta
     from tlcli.train.feature_cache import cached_top, exact_cached_outputs
 
     record = (run.stage_state(stage) or {}).get("cache") or {}
@@ -157,7 +159,9 @@ def predict_split(
     if found is None:
         model = keras.models.load_model(run.model_path(stage), compile=False)
         split_model = None
-        if stage == "finetune":
+        if has_tta(model):  # its top also sees mirrored images, which no cache holds
+            split_model = None
+        elif stage == "finetune":
             split_model = split_at_head(model)
         elif stage == "unfreeze":
             split_model = split_in_base(model)

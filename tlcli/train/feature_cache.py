@@ -65,8 +65,11 @@ def plan_cache(
     data_cfg: DataConfig,
     data: StageData,
     cache_dir: Path,
+    *,
+    needed: bool = False,
 ) -> CachePlan:
-    """Decide between cached and plain training for a finetune or unfreeze stage."""
+    """Decide between cached and plain training for a finetune or unfreeze stage (`needed`:
+    the stage works on the cached outputs, the head search, so auto caches whatever the epochs)."""
     if stage_cfg.cache == "off":
         return CachePlan(None, 1, f"feature cache off: {stage}.cache is off")
     augmented = data_cfg.augment.enabled
@@ -88,7 +91,7 @@ def plan_cache(
     # The bottom runs once per cached example, against once per example per epoch without
     # the cache: with auto, cache only when that is fewer passes.
     cached_passes, plain_passes = views * train + val, stage_cfg.epochs * (train + val)
-    if stage_cfg.cache == "auto" and cached_passes >= plain_passes:
+    if stage_cfg.cache == "auto" and cached_passes >= plain_passes and not needed:
         return CachePlan(
             None, 1, f"feature cache off: {plural(stage_cfg.epochs, 'epoch')} would not repay it"
         )

@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -194,6 +194,7 @@ class FitOutcome:
     final: dict[str, float]  # the last epoch's logs
     first_batch_at: float | None = None  # time.time() of the first training batch
     backup_seconds: float = 0.0  # of `seconds`, spent saving the per-epoch backups
+    details: dict = field(default_factory=dict)  # what else stage.json should say
 
 
 def fit_stage(

@@ -27,9 +27,14 @@ def begin_stage(run: RunDir, stage: str, cfg: Config) -> None:
 
 
 def end_stage(
-    job: StageJob, outcome: FitOutcome, cache: dict[str, Any], runtime: dict[str, Any]
+    job: StageJob,
+    outcome: FitOutcome,
+    cache: dict[str, Any],
+    runtime: dict[str, Any],
+    details: dict[str, Any] | None = None,
 ) -> None:
-    """Everything a finished stage leaves besides model.keras (already in place)."""
+    """Everything a finished stage leaves besides model.keras (already in place); `details`
+    go into stage.json too (the head search's and the weight mix's choices, TTA)."""
     stage_dir = job.stage_dir
     write_text(stage_dir / LABELS_FILE, "\n".join(job.data.classes) + "\n")
     plot_curves(stage_dir / "history.csv", stage_dir / "curves.png", f"{job.cfg.name}: {job.name}")
@@ -51,6 +56,8 @@ def end_stage(
             "cache": cache,
             "runtime": runtime,
             "final": outcome.final,
+            **outcome.details,
+            **(details or {}),
         },
     )
     shutil.rmtree(stage_dir / "backup", ignore_errors=True)

@@ -154,9 +154,12 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
     from tlcli.model.freezing import unfreeze_top
     from tlcli.model.network import FLOAT32_LAYERS, rebuild
     from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+    from tlcli.model.tta import has_tta, without_tta
 
     with model_scope(cfg.run):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
+        if has_tta(model):  # trains without the mirror branch; saved with it again
+            model = without_tta(model, base_training=False)
         # A calibrated finetune (tlcli.insight.calibration) trains on from its head as trained.
         restore_output_weights(model, run.stage_dir("finetune") / UNCALIBRATED_FILE)
         if cfg.unfreeze.train_bn:

@@ -1,0 +1,139 @@
+"""The finetune stage with `finetune.search: auto`: its head found by search on the cached
+features (tlcli.train.head_search) instead of trained for `epochs`.
+
+`search_plan` says whether the stage searches (and tells the console why not when it does
+not); `fit_head_by_search` caches the mirror images' features when mirrors may be used, runs the
+search, puts the chosen head into the network's `predictions` layer and leaves what a fit would:
+history.csv (one row: the chosen head's scores), search.json (every candidate's CV accuracy)
+and an outcome for stage.json.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+import tlcli.train.head_search as head_search
+from tlcli.console import plural
+from tlcli.files import write_csv_rows, write_json
+from tlcli.model.output_layer import output_layer
+from tlcli.runtime.scope import model_scope
+from tlcli.train.fitting import FitOutcome
+
+if TYPE_CHECKING:
+    from tlcli.train.core import StageJob, TrainingInputs
+
+
+@dataclass
+class SearchPlan:
+    mirrors: bool  # whether mirror-image candidates are tried (model.tta is not off)
+
+
+def search_plan(job: StageJob, inputs: TrainingInputs) -> SearchPlan | None:
+    """A plan when the finetune head will be searched for; None (said on the console) if not."""
+    if job.settings.search == "off":
+        return None
+    blocker = head_search.search_blocker(
+        job.settings,
+        job.cfg.model.head,
+        job.data_cfg.augment.enabled,
+        inputs.bottom is not None and inputs.views == 1,
+    )
+    if blocker is None and "val" in inputs.splits:
+        labels = np.concatenate([inputs.splits["train"].labels, inputs.splits["val"].labels])
+    else:
+        labels = inputs.splits["train"].labels
+    blocker = blocker or head_search.too_few(labels, job.data.num_classes, job.data.classes)
+    if blocker:
+        job.console.info(f"head search off: {blocker}")
+        return None
+    return SearchPlan(mirrors=job.cfg.model.tta != "off")
+
+
+def fit_head_by_search(
+    job: StageJob, model, inputs: TrainingInputs, plan: SearchPlan
+) -> tuple[FitOutcome, bool]:
+    """Search, set the chosen head into `model`; (what fit() would have returned, TTA on?)."""
+    from tlcli.data.pipeline import balanced_class_weights
+
+    started = time.perf_counter()
+    names = [name for name in ("train", "val") if name in inputs.splits]
+    x = _rows(inputs, names)
+    y = np.concatenate([inputs.splits[name].labels for name in names])
+    x_mirror = _mirror_features(job, inputs, names) if plan.mirrors else None
+    weights = (
+        balanced_class_weights(inputs.splits["train"].labels, job.data.num_classes)
+        if job.data_cfg.class_weight == "balanced"
+        else None
+    )
+    train_rows = np.arange(len(inputs.splits["train"]))
+    choice = head_search.search(
+        x, y, x_mirror, job.data.num_classes, train_rows=train_rows,
+        sample_weight_of_class=weights, seed=job.cfg.seed,
+    )  # fmt: skip
+    output_layer(model).set_weights([choice.kernel, choice.bias])
+    tta = job.cfg.model.tta == "flip" or choice.flip
+    final = _scores(choice, x, x_mirror if tta else None, y, len(train_rows))
+    seconds = time.perf_counter() - started
+    _record(job, choice, final, seconds)
+    job.console.info(
+        f"head search: {len(choice.table)} heads x {head_search.FOLDS} folds in {seconds:.1f}s; "
+        f"chose L2 {choice.lam:g}{', mirrored images' if choice.flip else ''} "
+        f"(cv accuracy {choice.cv_accuracy:.3f})"
+    )
+    details = {"search": {"lambda": choice.lam, "mirror": choice.flip,
+                          "cv_accuracy": round(choice.cv_accuracy, 4)}}  # fmt: skip
+    return FitOutcome(0, 0, False, seconds, final, details=details), tta
+
+
+def _rows(inputs: TrainingInputs, names: list[str]) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(inputs.splits[n].pixels[inputs.splits[n].rows]) for n in names]
+    )
+
+
+def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) -> np.ndarray:
+    """The frozen bottom's outputs for the mirror images (cached like the others)."""
+    from tlcli.model.split import SplitModel
+    from tlcli.model.tta import mirrored
+    from tlcli.train.feature_cache import cache_split_outputs
+
+    with model_scope(job.cfg.run), job.console.progress() as progress:
+        split = SplitModel(mirrored(inputs.bottom, name="mirrored_bottom"), inputs.model, "mirror")
+        splits, _ = cache_split_outputs(
+            split, job.data, views=1, augment=None, seed=job.cfg.seed,
+            batch_size=job.data_cfg.batch_size, cache_dir=job.cfg.cache_path,
+            tag=f"{job.name}-mirror", progress=progress, names=tuple(names),
+        )  # fmt: skip
+    return np.concatenate([np.asarray(splits[n].pixels) for n in names])
+
+
+def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
+    """Accuracy and loss on train and val, as fit() logs them."""
+    probs = head_search.predict(choice, x, x_mirror)
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    final = {}
+    for prefix, part in (("", slice(0, n_train)), ("val_", slice(n_train, len(y)))):
+        if len(y[part]):
+            final[f"{prefix}accuracy"] = float((probs[part].argmax(1) == y[part]).mean())
+            final[f"{prefix}loss"] = float(-np.log(picked[part]).mean())
+    return final
+
+
+def _record(job: StageJob, choice, final: dict[str, float], seconds: float) -> None:
+    write_csv_rows(job.stage_dir / "history.csv", [{"epoch": 0, **final}], ["epoch", *final])
+    write_json(
+        job.stage_dir / "search.json",
+        {
+            "chosen": {"lambda": choice.lam, "mirror": choice.flip,
+                       "cv_accuracy": choice.cv_accuracy},
+            "folds": head_search.FOLDS,
+            "seconds": round(seconds, 2),
+            "candidates": choice.table,
+            "note": f"{plural(len(choice.table), 'candidate')}, k-fold on train + val; the "
+            "chosen one refitted on train",
+        },
+    )  # fmt: skip
