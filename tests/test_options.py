@@ -131,7 +131,12 @@ def test_unfreeze_from_layer_trains_that_layer_and_above_only(image_folder, writ
     config = config_dict(
         image_folder,
         finetune={"epochs": 1},
-        unfreeze={"from_layer": "block5_conv3", "epochs": 1, "optimizer": {"learning_rate": 1e-2}},
+        unfreeze={
+            "interpolate": "off",
+            "from_layer": "block5_conv3",
+            "epochs": 1,
+            "optimizer": {"learning_rate": 1e-2},
+        },
     )
     result = cli("run", write_config(config), "-q")
     assert result.exit_code == 0, result.output
@@ -144,13 +149,14 @@ def test_unfreeze_from_layer_trains_that_layer_and_above_only(image_folder, writ
     assert not np.array_equal(*(layer.get_weights()[0] for layer in weights["block5_conv3"]))
 
 
+@pytest.mark.slow  # ~40 s on 2 cores; the default (BN frozen) is checked in test_stages.py
 def test_unfreeze_train_bn_moves_batchnorm_statistics(image_folder, write_config, cli):
     """The counterpart of tests/test_stages.py's check that BN stays put by default."""
     config = config_dict(
         image_folder,
         model={"base": "mobilenet_v2", "weights": "none", "head": {"dense": []}},
         finetune={"epochs": 1},
-        unfreeze={"from_block": "block_16", "epochs": 1, "train_bn": True},
+        unfreeze={"interpolate": "off", "from_block": "block_16", "epochs": 1, "train_bn": True},
     )
     assert cli("run", write_config(config), "-q").exit_code == 0
     run = image_folder.parent / "runs" / "t"

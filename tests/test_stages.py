@@ -184,7 +184,12 @@ def test_unfreeze_trains_the_top_and_keeps_batchnorm_statistics(image_folder, wr
         image_folder,
         model={"base": "resnet50", "weights": "none", "head": {"dense": []}},
         finetune={"epochs": 1},
-        unfreeze={"from_block": "conv5", "epochs": 1, "optimizer": {"learning_rate": 1e-3}},
+        unfreeze={
+            "interpolate": "off",
+            "from_block": "conv5",
+            "epochs": 1,
+            "optimizer": {"learning_rate": 1e-3},
+        },
     )
     result = cli("run", write_config(config))
     assert result.exit_code == 0, result.output
