@@ -1,8 +1,8 @@
 """What tlcli's per-epoch backup costs, against plain Keras saving the same weights.
 
 Every epoch, a tlcli stage saves a backup it can resume from exactly (`EpochBackup` in
-tlcli/train/fitting.py): the weights and optimizer state, as Keras' own `save_weights` writes
-them, into a temporary file renamed into place, plus the model's random generator states. This
+tlcli/train/fitting.py): the weights, optimizer state and random generator states, one flat
+dataset per dtype (tlcli/train/training_state.py), into a temporary file renamed into place. This
 times that save, and loading it back (`load_backup`), against plain `model.save_weights` /
 `load_weights` of the same model to the same disk, in one process:
 

@@ -338,15 +338,18 @@ def tlcli_config(args: argparse.Namespace, data: Path, run_root: Path) -> dict:
             "weights": args.weights,
             "pooling": "avg",
             "head": {"dense": [], "dropout": 0.2},
+            "tta": "off",  # the work plain_keras.py does: no head search, TTA or weight mix
         },
         "finetune": {
             "epochs": args.epochs,
             "optimizer": {"name": "adam", "learning_rate": 1e-3},
+            "search": "off",
             **views,
         },
         "unfreeze": {
             "epochs": args.unfreeze_epochs,
             "optimizer": {"name": "adam", "learning_rate": 1e-5},
+            "interpolate": "off",
             **selector,
             **views,
         },

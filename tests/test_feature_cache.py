@@ -82,6 +82,35 @@ def test_cached_training_gives_the_uncached_model(image_folder, write_config, cl
         np.testing.assert_allclose(a, b, atol=2e-4)
     history_cached = (runs / "cached" / "finetune" / "history.csv").read_text().splitlines()
     assert len(history_cached) == 3
+    # One pass of the frozen prefix served both stages: unfreeze found it cached.
+    finetune_cache = json.loads((runs / "cached" / "finetune" / "stage.json").read_text())["cache"]
+    unfreeze_cache = json.loads((runs / "cached" / "unfreeze" / "stage.json").read_text())["cache"]
+    assert finetune_cache["unfreeze_prefix"] and unfreeze_cache["reused"], unfreeze_cache
+    _check_evaluate_uses_exact_cache(cli, write_config, cached, runs / cached["name"])
+
+
+def _check_evaluate_uses_exact_cache(cli, write_config, config, run):
+    """`run` evaluated each stage on the features its stage cached, with the top it saved;
+    without that top, evaluate finds them from the whole model's bottom; without them, it runs
+    the whole model: the same predictions each time."""
+    from_cache = {}
+    for stage in ("finetune", "unfreeze"):
+        metrics = json.loads((run / stage / "metrics.json").read_text())
+        assert metrics["cached_features"], f"{stage} evaluated without its cached features"
+        from_cache[stage] = np.load(run / stage / "predictions.npz")["probabilities"]
+        (run / stage / "cached_top.keras").unlink()
+    again = write_config(config, "again.yaml")
+    for removed in ("top", "features"):
+        if removed == "features":
+            for features in (run / "cache").glob("features-*"):
+                features.unlink()
+        for stage, probabilities in from_cache.items():
+            result = cli("evaluate", again, "--stage", stage)
+            assert result.exit_code == 0, result.output
+            used = json.loads((run / stage / "metrics.json").read_text())["cached_features"]
+            assert bool(used) == (removed == "top"), (removed, used)
+            scored = np.load(run / stage / "predictions.npz")["probabilities"]
+            np.testing.assert_allclose(probabilities, scored, atol=1e-5)
 
 
 def test_saved_model_scores_what_the_head_scored(image_folder, write_config, cli):

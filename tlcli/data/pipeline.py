@@ -30,6 +30,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -95,8 +96,9 @@ def make_dataset(
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     layers = augmentation_layers(augment, sample_shape[:2], seed) if augment else []
     if layers:
-        # One call at a time: the layers draw from generator variables, set for each batch.
-        dataset = dataset.map(_augmenter(layers))
+        dataset = dataset.map(
+            _augmenter(layers), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
     else:
         dataset = dataset.map(lambda inputs, onehot, number: (inputs, onehot))
     if class_weights is not None:
@@ -152,19 +154,50 @@ def steps_per_epoch(examples: int, batch_size: int) -> int:
 
 
 def _augmenter(layers: list):
-    """A map function: set each layer's generator from the batch number, then augment."""
-    states = [variable for layer in layers for variable in layer.variables]  # seed generators
-    seeds = [int(np.asarray(state)[0]) for state in states]
+    """A map function: augment one batch, each layer's draws seeded from the batch number.
+
+    Draw k of a layer in batch n is seeded (layer seed, n * DRAWS_PER_BATCH + k), as if its
+    `SeedGenerator` had been set to (seed, n * DRAWS_PER_BATCH) before the batch; but nothing
+    is stored between draws (`_BatchSeeds`), so batches are augmented in parallel.
+    """
+    seeds = [
+        (int(np.asarray(layer.generator.state)[0]), layer.generator.state.dtype)
+        if hasattr(layer, "generator")
+        else None
+        for layer in layers
+    ]
 
     def augment_batch(images: tf.Tensor, onehot: tf.Tensor, number: tf.Tensor):
         counter = number * DRAWS_PER_BATCH
-        for state, seed in zip(states, seeds, strict=True):
-            state.assign(tf.stack([tf.constant(seed, state.dtype), tf.cast(counter, state.dtype)]))
-        for layer in layers:
-            images = layer(images, training=True)
+        for layer, seed in zip(layers, seeds, strict=True):
+            if seed is None:  # Resizing after RandomCrop: nothing random
+                images = layer(images, training=True)
+                continue
+            batch_seeds = _BatchSeeds(*seed, counter)
+            # Traced once: the graph holds stateless draws from (seed, counter + k).
+            object.__setattr__(layer, "_get_seed_generator", lambda *_, s=batch_seeds: s)
+            try:
+                images = layer(images, training=True)
+            finally:
+                object.__delattr__(layer, "_get_seed_generator")
         return images, onehot
 
     return augment_batch
+
+
+class _BatchSeeds(keras.random.SeedGenerator):
+    """A `SeedGenerator` without its state variable (Keras random ops take a seed generator,
+    checked by type, or an int): draw k returns (seed, counter + k)."""
+
+    def __init__(self, seed: int, dtype, counter: tf.Tensor) -> None:  # no variable: no super()
+        self.seed, self.dtype, self.counter, self.draws = seed, dtype, counter, 0
+
+    def next(self, ordered: bool = True) -> tf.Tensor:
+        value = tf.stack(
+            [tf.constant(self.seed, self.dtype), tf.cast(self.counter + self.draws, self.dtype)]
+        )
+        self.draws += 1
+        return value
 
 
 def inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:

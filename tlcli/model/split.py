@@ -65,6 +65,18 @@ def split_in_base(model: keras.Model) -> SplitModel | None:
     return None
 
 
+def top_up_to(split: SplitModel, name: str) -> keras.Model:
+    """The top of `split` up to its layer `name` (e.g. head_pool): what turns the bottom's
+    outputs into the outputs of a higher cut."""
+    features = keras.Input(split.top.input_shape[1:], name="features")
+    x = features
+    for layer in split.top.layers[1:]:
+        x = layer(x)
+        if layer.name == name:
+            return keras.Model(features, x, name=f"up_to_{name}")
+    raise ValueError(f"no layer {name} above the cut at {split.cut}")
+
+
 def _assemble(model, base, base_bottom, base_top, cut_name: str) -> SplitModel:
     """bottom: input -> layers before the base -> base_bottom; top: base_top -> layers after."""
     position = model.layers.index(base)

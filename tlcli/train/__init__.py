@@ -5,6 +5,7 @@
     prepare.py        before a model: start TensorFlow, write the run's files, load the data
     record.py         a stage's bookkeeping: stage.json, labels, curves
     fitting.py        Keras fit with per-epoch atomic backups, so a killed stage resumes
+    training_state.py a training model's whole state in one file: the per-epoch backup
     feature_cache.py  run the frozen bottom once, cache its outputs, train the top on them
     head_search.py    fit many heads on cached features, choose one by k-fold (the math)
     searched_head.py  the finetune stage with `search: auto`: mirror features, search, record

@@ -91,6 +91,12 @@ def train_and_save(job: StageJob, model) -> StageResult:
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
         saved.save(tmp)
+    if is_chief() and inputs.cache["used"] and not tta:  # evaluate may then run the top alone
+        from tlcli.train.feature_cache import keep_top_for_evaluate
+
+        inputs.cache["evaluate"] = keep_top_for_evaluate(
+            job.stage_dir, job.run.model_path(job.name), inputs.model, inputs.splits, inputs.views
+        )
     if is_chief():
         end_stage(job, outcome, inputs.cache, runtime, {"tta": "flip" if tta else None})
     wait_for_workers()  # the next stage, on any worker, reads what the chief wrote
@@ -145,7 +151,8 @@ def finetune_has_tta(run: RunDir) -> bool:
 
 def training_inputs(job: StageJob, model) -> TrainingInputs:
     """Swap in the trainable top and cached bottom outputs when the cache plan says it pays."""
-    from tlcli.train.feature_cache import cache_split_outputs, plan_cache
+    from tlcli.train.evaluate import evaluation_split
+    from tlcli.train.feature_cache import cache_split_outputs, plan_cache, shared_prefix
 
     augment = job.data_cfg.augment if job.data_cfg.augment.enabled else None
     plain = TrainingInputs(model, job.data.splits, 1, augment, {"used": False})
@@ -165,7 +172,15 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         plain.cache["reason"] = plan.reason
         return plain
     started = time.perf_counter()
+    # the split evaluate scores too, so that it runs only the top (tlcli.train.evaluate)
+    names = ("train", "val", evaluation_split(job.cfg))
     with model_scope(job.cfg.run), job.console.progress() as progress:
+        prefix = None
+        if job.name == "finetune":  # one pass of the frozen prefix for finetune and unfreeze
+            prefix = shared_prefix(
+                job.cfg, model, job.data, views=plan.views, augment=augment, progress=progress,
+                names=names,
+            )  # fmt: skip
         splits, reused = cache_split_outputs(
             plan.split,
             job.data,
@@ -176,6 +191,8 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
             cache_dir=job.cfg.cache_path,
             tag=job.name,
             progress=progress,
+            names=names,
+            source=prefix,
         )
     seconds = time.perf_counter() - started
     job.console.info(f"feature cache {'reused' if reused else 'built'} in {seconds:.1f}s")
@@ -185,6 +202,7 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         "views": plan.views,
         "reused": reused,
         "seconds": round(seconds, 2),
+        "unfreeze_prefix": prefix is not None,  # cached for unfreeze in the same pass
     }
     return TrainingInputs(plan.split.top, splits, plan.views, None, summary, plan.split.bottom)
 

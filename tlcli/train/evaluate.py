@@ -15,6 +15,7 @@ the metrics with the predicted probabilities, true labels and files behind them,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from tlcli.config import Config
 from tlcli.console import Console
+from tlcli.data.stage_data import DecodedSplit
 from tlcli.errors import DataError
 from tlcli.files import atomic_path, read_json, write_json
 from tlcli.rundir import LABELS_FILE, RunDir
@@ -96,26 +98,22 @@ def score_stage(
         raise DataError(f"{run.path}: the {split_name} split has no readable images")
     split = data.splits[split_name]
 
-    import keras
-
-    from tlcli.data.pipeline import inputs_only, make_dataset
     from tlcli.train.metrics import calibration_metrics, classification_metrics, metrics_rows
     from tlcli.train.plots import plot_confusion
 
-    model = keras.models.load_model(run.model_path(stage), compile=False)
-    dataset = make_dataset(split, data.num_classes, cfg.data.batch_size)
-    probabilities = model.predict(inputs_only(dataset), verbose=0)
+    probabilities, cut = predict_split(cfg, run, stage, split, data.num_classes)
     metrics = classification_metrics(split.labels, probabilities.argmax(axis=1), data.classes)
     metrics.update(
         calibration=calibration_metrics(split.labels, probabilities),
         stage=stage,
         split=split_name,
         model=str(run.model_path(stage)),
+        cached_features=cut,
         seconds=round(time.time() - data.started_at, 2),
     )
     evaluation = Evaluation(
         stage, split_name, run.stage_dir(stage), data.classes, split.labels,
-        np.asarray(probabilities, np.float32), split.paths, metrics,
+        probabilities, split.paths, metrics,
         default_split=split_name == evaluation_split(cfg, "auto"),
     )  # fmt: skip
     if is_chief():
@@ -132,6 +130,51 @@ def score_stage(
         metrics_rows(metrics),
     )
     return evaluation
+
+
+def predict_split(
+    cfg: Config, run: RunDir, stage: str, split: DecodedSplit, num_classes: int
+) -> tuple[np.ndarray, str | None]:
+    """The stage's probabilities on `split`, and the cut whose cached outputs fed them.
+
+    After a cached stage, the frozen bottom's outputs on `split` are in the cache, exact (no
+    augmentation): only the top runs on them, the same predictions as the whole model up to
+    float rounding. Right after the stage its saved top is enough (`cached_top`); later (say,
+    model.keras calibrated since), the whole model is loaded and its bottom's hash finds the
+    outputs (`exact_cached_outputs`). Otherwise (None; always with flip TTA inside) the whole
+    model runs on the images.
+    """
+    import keras
+
+    from tlcli.data.pipeline import inputs_only, make_dataset
+    from tlcli.model.split import split_at_head, split_in_base
+    from tlcli.model.tta import has_tta
+    from tlcli.train.feature_cache import cached_top, exact_cached_outputs
+
+    record = (run.stage_state(stage) or {}).get("cache") or {}
+    found = cached_top(
+        run.stage_dir(stage), record.get("evaluate", {}), run.model_path(stage), split
+    )
+    cut = record.get("cut")
+    if found is None:
+        model = keras.models.load_model(run.model_path(stage), compile=False)
+        split_model = None
+        if has_tta(model):  # its top also sees mirrored images, which no cache holds
+            split_model = None
+        elif stage == "finetune":
+            split_model = split_at_head(model)
+        elif stage == "unfreeze":
+            split_model = split_in_base(model)
+        features = split_model and exact_cached_outputs(split_model, split, cfg.cache_path, stage)
+        if features is None:
+            dataset = make_dataset(split, num_classes, cfg.data.batch_size)
+            return np.asarray(model.predict(inputs_only(dataset), verbose=0), np.float32), None
+        found, cut = (split_model.top, features), split_model.cut
+    top, features = found
+    cached = dataclasses.replace(split, pixels=features, rows=np.arange(len(split)))
+    dataset = make_dataset(cached, num_classes, cfg.data.batch_size)
+    probabilities = np.asarray(top.predict(inputs_only(dataset), verbose=0), np.float32)
+    return probabilities, cut
 
 
 def evaluation_split(cfg: Config, split: str | None = None) -> str:

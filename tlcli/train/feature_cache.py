@@ -32,17 +32,21 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tlcli.config import AugmentConfig, DataConfig
+from tlcli.config import AugmentConfig, Config, DataConfig
 from tlcli.console import plural
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit, StageData
+from tlcli.errors import ConfigError
 from tlcli.files import atomic_path, cached_entry, mark_used, write_json
-from tlcli.model.split import SplitModel, split_at_head, split_in_base
+from tlcli.model.freezing import unfreeze_top
+from tlcli.model.network import find_base
+from tlcli.model.split import SplitModel, split_at_head, split_in_base, top_up_to
 
 FEATURE_CHUNK = 1024  # images per predict() call
 DEFAULT_VIEWS = 4  # `cache: on` with augmentation and no cache_views
 # A cut inside the base caches feature maps, not vectors: refuse above this size on disk.
 PREFIX_CACHE_LIMIT_BYTES = 16 * 2**30
+TOP_FILE = "cached_top.keras"  # a cached stage's trained top, for evaluate
 
 
 @dataclass
@@ -111,12 +115,15 @@ def cache_split_outputs(
     tag: str,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     names: tuple[str, ...] = ("train", "val"),
+    source: tuple[keras.Model, dict[str, DecodedSplit]] | None = None,
 ) -> tuple[dict[str, DecodedSplit], bool]:
     """The bottom's outputs for the splits `names`, as splits the top trains on; (splits, reused).
 
-    Stages leave the test split out: nothing trains on it, and evaluate runs the whole model.
-    (The doctor asks for every split, under the finetune tag, so that it and finetune share
-    the train and val files.)
+    Stages ask for train, val and the split evaluate will score (which then runs only the top
+    on the cached outputs: `exact_cached_outputs`). The doctor asks for every split, under the
+    finetune tag, so that it and finetune share the files. With `source` (a model and the
+    cached outputs of a lower cut, per split: `shared_prefix`), the outputs are computed from
+    those instead of from the images: the same values, for a fraction of the work.
     """
     out: dict[str, DecodedSplit] = {}
     reused_all = True
@@ -136,10 +143,53 @@ def cache_split_outputs(
             batch_size=batch_size,
             path_prefix=cache_dir / f"features-{tag}-{name}",
             progress=progress,
+            source=(source[0], source[1][name]) if source else None,
         )
         reused_all &= reused
         out[name] = dataclasses.replace(split, pixels=array, rows=np.arange(len(split)))
     return out, reused_all
+
+
+def shared_prefix(
+    cfg: Config,
+    model: keras.Model,
+    data: StageData,
+    *,
+    views: int,
+    augment: AugmentConfig | None,
+    progress=None,
+    names: tuple[str, ...] = ("train", "val"),
+) -> tuple[keras.Model, dict[str, DecodedSplit]] | None:
+    """For the finetune stage: when unfreeze will train on cached outputs of a frozen prefix of
+    this base, cache them now, where unfreeze finds them (its tag, its key), and return (the
+    model from the prefix up to head_pool, the prefix outputs per split) for
+    `cache_split_outputs(source=...)`. The frozen prefix, most of the base, then runs once for
+    both stages. None when unfreeze caches nothing, or other views than finetune."""
+    if cfg.unfreeze is None or cfg.unfreeze.train_bn:  # train_bn rebuilds the unfreeze model
+        return None
+    base = find_base(model)
+    try:
+        unfreeze_top(model, cfg.unfreeze, cfg.model.base)
+        plan = plan_cache("unfreeze", model, cfg.unfreeze, cfg.data, data, cfg.cache_path)
+    except ConfigError:  # a wrong unfreeze selector: the unfreeze stage will say so
+        return None
+    finally:
+        base.trainable = False  # as freeze_base left it: every layer of the base frozen
+    if plan.split is None or plan.views != views:
+        return None
+    prefix, _ = cache_split_outputs(
+        plan.split,
+        data,
+        views=views,
+        augment=augment,
+        seed=cfg.seed,
+        batch_size=cfg.data.batch_size,
+        cache_dir=cfg.cache_path,
+        tag="unfreeze",
+        progress=progress,
+        names=names,
+    )
+    return top_up_to(plan.split, "head_pool"), prefix
 
 
 def _cached_outputs(
@@ -154,6 +204,7 @@ def _cached_outputs(
     batch_size: int,
     path_prefix: Path,
     progress,
+    source: tuple[keras.Model, DecodedSplit] | None = None,
 ) -> tuple[np.ndarray, bool]:
     key = _key(bottom_digest, split, views, augment, seed)
     path = path_prefix.with_name(f"{path_prefix.name}-{key}.npy")
@@ -169,19 +220,18 @@ def _cached_outputs(
             for view in range(views):
                 target = array[view] if views > 1 else array
                 for chunk, start in enumerate(range(0, len(split), FEATURE_CHUNK)):
-                    part = dataclasses.replace(
-                        split,
-                        rows=split.rows[start : start + FEATURE_CHUNK],
-                        labels=split.labels[start : start + FEATURE_CHUNK],
+                    rows = slice(start, start + FEATURE_CHUNK)
+                    model, part, view_augment = _chunk_input(
+                        bottom, split, source, view, views, rows, augment
                     )
                     dataset = make_dataset(
                         part,
                         num_classes,
                         batch_size,
-                        augment=augment if view > 0 else None,
+                        augment=view_augment,
                         seed=seed + 7919 * view + chunk,
                     )
-                    outputs = bottom.predict(inputs_only(dataset), verbose=0)
+                    outputs = model.predict(inputs_only(dataset), verbose=0)
                     target[start : start + len(part)] = outputs
                     if tick:
                         tick(len(part))
@@ -191,6 +241,71 @@ def _cached_outputs(
         return np.load(path, mmap_mode="r")
 
     return cached_entry(path, lambda: _load_cached(path), compute, f"{path_prefix.name}-")
+
+
+def keep_top_for_evaluate(
+    stage_dir: Path, model_path: Path, top: keras.Model, splits: dict[str, DecodedSplit], views: int
+) -> dict:
+    """After a cached stage: save its trained top beside model.keras (TOP_FILE), and return
+    what `cached_top` needs to score a split without loading the whole model: the hash of
+    model.keras and, per split cached exactly (no views), its outputs file and pixels key."""
+    with atomic_path(stage_dir / TOP_FILE) as tmp:
+        top.save(tmp)
+    return {
+        "model_sha1": file_sha1(model_path),
+        "exact_splits": {
+            name: {"file": str(split.pixels.filename), "key": split.key}
+            for name, split in splits.items()
+            if isinstance(split.pixels, np.memmap) and (name != "train" or views == 1)
+        },
+    }
+
+
+def cached_top(
+    stage_dir: Path, record: dict, model_path: Path, split: DecodedSplit
+) -> tuple[keras.Model, np.ndarray] | None:
+    """(the stage's top, the bottom's outputs on `split`) when its stage cached them exactly
+    and model.keras is still the model it saved (`keep_top_for_evaluate`), else None."""
+    entry = record.get("exact_splits", {}).get(split.name)
+    if not entry or entry["key"] != split.key or not (stage_dir / TOP_FILE).is_file():
+        return None
+    if record.get("model_sha1") != file_sha1(model_path):  # e.g. calibrated since
+        return None
+    features = _load_cached(Path(entry["file"]))
+    if features is None or len(features) != len(split):
+        return None
+    return keras.models.load_model(stage_dir / TOP_FILE, compile=False), features
+
+
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with path.open("rb") as file:
+        while chunk := file.read(2**22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _chunk_input(bottom, split, source, view: int, views: int, rows: slice, augment):
+    """What computes one chunk of one view: (model, its inputs, augmentation). The bottom over
+    the images (augmented for view > 0), or the source model over the lower cut's outputs."""
+    if source is None:
+        part = dataclasses.replace(split, rows=split.rows[rows], labels=split.labels[rows])
+        return bottom, part, augment if view > 0 else None
+    model, below = source
+    pixels = below.pixels[view] if views > 1 else below.pixels
+    part = dataclasses.replace(
+        below, pixels=pixels, rows=below.rows[rows], labels=below.labels[rows]
+    )
+    return model, part, None
+
+
+def exact_cached_outputs(
+    split_model: SplitModel, split: DecodedSplit, cache_dir: Path, tag: str
+) -> np.ndarray | None:
+    """The bottom's outputs for `split` when a stage tagged `tag` cached them un-augmented
+    (exact: what the bottom computes now, up to float rounding), else None. Never computes."""
+    key = _key(_bottom_digest(split_model.bottom), split, 1, None, 0)
+    return _load_cached(cache_dir / f"features-{tag}-{split.name}-{key}.npy")
 
 
 def _load_cached(path: Path) -> np.ndarray | None:

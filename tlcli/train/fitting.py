@@ -12,11 +12,13 @@ A resumed stage ends as an uninterrupted one would, to the last bit on the same 
 - the data of each epoch (order, cached view, augmentation) is a function of (seed, epoch), so
   fit() starts the training batches at the resumed epoch (`tlcli.data.pipeline.EpochBatches`);
 - the states of the model's random generators (Dropout's `SeedGenerator`s, which
-  `save_weights` leaves out) go into the backup file too, and are restored with the weights;
+  `save_weights` leaves out) go into the backup file too, and are restored with the weights
+  (`tlcli.train.training_state`: the whole state, written in one go);
 - early stopping replays the finished epochs from history.csv, and the backup of its best epoch
   is kept, so that `restore_best_weights` restores the same weights.
 
 >>> import tempfile
+>>> import numpy as np
 >>> from tlcli.config import FinetuneConfig
 >>> from tlcli.data.pipeline import EpochBatches
 >>> from tlcli.data.stage_data import DecodedSplit
@@ -40,31 +42,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import keras
-import numpy as np
 
 from tlcli.config import TrainStage
 from tlcli.data.pipeline import EpochBatches
 from tlcli.files import atomic_path, read_csv_rows, write_csv_rows
 from tlcli.runtime.distribute import same_on_all_workers
+from tlcli.train.training_state import load_state, save_state
 
 BACKUP_PATTERN = re.compile(r"epoch-(\d+)\.weights\.h5$")
-RANDOM_STATES = "tlcli_random_states"  # the dataset in a backup file that save_weights leaves out
 
 
 def backup_path(backup_dir: Path, epochs_done: int) -> Path:
     return backup_dir / f"epoch-{epochs_done:05d}.weights.h5"
 
 
-def random_states(model: keras.Model) -> list:
-    """The model's random generator states: in `variables`, not in `weights` (Keras 3)."""
-    weights = {id(weight) for weight in model.weights}
-    return [variable for variable in model.variables if id(variable) not in weights]
-
-
 class EpochBackup(keras.callbacks.Callback):
-    """After each epoch, save weights, optimizer and random states to backup/epoch-N.weights.h5.
+    """After each epoch, save weights, optimizer and random states to backup/epoch-N.weights.h5
+    (`tlcli.train.training_state`).
 
     The backups of older epochs are deleted, except the one `keep()` names (the best epoch, when
     early stopping will restore it).
@@ -80,11 +75,7 @@ class EpochBackup(keras.callbacks.Callback):
         started = time.perf_counter()
         target = backup_path(self.backup_dir, epoch + 1)
         with atomic_path(target) as tmp:
-            self.model.save_weights(tmp)
-            states = [keras.ops.convert_to_numpy(state) for state in random_states(self.model)]
-            if states:
-                with h5py.File(tmp, "a") as backup:
-                    backup.create_dataset(RANDOM_STATES, data=np.stack(states))
+            save_state(self.model, tmp)
         kept = {target}
         if (best := self.keep()) is not None:
             kept.add(backup_path(self.backup_dir, best))
@@ -106,17 +97,7 @@ def newest_backup(backup_dir: Path) -> int:
 
 def load_backup(model: keras.Model, path: Path) -> None:
     """Weights, optimizer state and random generator states from a backup, into `model`."""
-    if model.optimizer is not None and not model.optimizer.built:
-        # so its variables can be restored; under tf.distribute they must be created in scope
-        with model.distribute_strategy.scope():
-            model.optimizer.build(model.trainable_variables)
-    model.load_weights(path)
-    with h5py.File(path, "r") as backup:
-        saved = backup[RANDOM_STATES][()] if RANDOM_STATES in backup else []
-    states = random_states(model)
-    if len(saved) == len(states):  # a backup from before random states were kept: skip them
-        for state, value in zip(states, saved, strict=True):
-            state.assign(value)
+    load_state(model, path)
 
 
 def resume_point(model: keras.Model, backup_dir: Path) -> int:
@@ -184,6 +165,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         return self.best_epoch + 1 if self.restore_best_weights and self.best is not None else None
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """TensorBoard writing once per epoch, without its per-batch hook: with `update_freq=
+    "epoch"` and no profiling that hook writes nothing, but its presence makes Keras wait for
+    every batch's logs (no asynchronous callbacks), which costs most on a GPU."""
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
+
 class FirstBatchClock(keras.callbacks.Callback):
     """Wall-clock time (time.time()) when the first training batch starts: start-up cost."""
 
@@ -241,7 +230,7 @@ def fit_stage(
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         *([early] if early else []),
         backup,
-        keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
+        EpochTensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
     ]
     callbacks += list(extra_callbacks)
     started = time.perf_counter()
