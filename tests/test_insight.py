@@ -128,6 +128,28 @@ def test_calibrated_probabilities_agree_in_predict_and_export_and_undo(trained_r
     assert "calibration" not in json.loads((run / "finetune" / "stage.json").read_text())
 
 
+def test_unfreeze_after_calibrating_mixes_from_the_head_as_trained(trained_run, tmp_path, cli):
+    """The weight mix starts where unfreeze started: finetune's head as trained, not as it was
+    scaled by calibration since."""
+    import keras
+
+    from tlcli.model.output_layer import UNCALIBRATED_FILE, output_layer
+
+    run, config, _, found = _calibrate(trained_run, tmp_path, cli)
+    assert abs(found["fitted"]["temperature"] - 1) > 1e-3  # else the two heads are one
+    with np.load(run / "finetune" / UNCALIBRATED_FILE) as saved:
+        as_trained = saved["kernel"]
+    settings = yaml.safe_load(config.read_text())
+    # A rate that moves nothing: every mix predicts alike, so the tie keeps the start (mix 0).
+    settings["unfreeze"] = {"epochs": 1, "layers": 2, "optimizer": {"learning_rate": 1e-12}}
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    result = cli("unfreeze", config, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "unfreeze" / "stage.json").read_text())["weight_mix"]["chosen"] == 0
+    model = keras.models.load_model(run / "unfreeze" / "model.keras", compile=False)
+    np.testing.assert_allclose(output_layer(model).get_weights()[0], as_trained, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_calibration_holds_in_savedmodel_and_tflite_and_refitting_starts_afresh(
     trained_run, tmp_path, cli

@@ -40,7 +40,7 @@ from tlcli.config import Config, ScheduleConfig
 from tlcli.console import Console
 from tlcli.errors import ConfigError
 from tlcli.files import write_json
-from tlcli.rundir import RunDir, check_stage_name
+from tlcli.rundir import TARGET_STAGES, RunDir, check_stage_name
 
 Rule = Literal["minimum", "steepest"]
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times its minimum
@@ -70,7 +70,7 @@ def lr_find(
 ) -> RangeTest:
     """Run the range test on `stage`'s model and inputs; returns the curve and the suggestion."""
     console = console or Console()
-    check_stage_name(stage, ("finetune", "unfreeze"))
+    check_stage_name(stage, TARGET_STAGES)
     if not 0 < start < end:
         raise ConfigError(f"learning-rate range {start:g}..{end:g}: need 0 < start < end")
     if steps < 10:

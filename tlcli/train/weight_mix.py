@@ -38,6 +38,7 @@ def mix_with_finetune(job: StageJob, model, outcome: FitOutcome, tta: bool) -> F
     import keras
 
     from tlcli.data.pipeline import inputs_only, make_dataset
+    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
     from tlcli.model.tta import has_tta, with_flip_tta, without_tta
     from tlcli.runtime.scope import model_scope
 
@@ -46,6 +47,8 @@ def mix_with_finetune(job: StageJob, model, outcome: FitOutcome, tta: bool) -> F
         start = keras.models.load_model(job.run.model_path("finetune"), compile=False)
         if has_tta(start):
             start = without_tta(start, base_training=False)
+        # Unfreeze started from the head as trained, not as calibrated since: mix from there.
+        restore_output_weights(start, job.run.stage_dir("finetune") / UNCALIBRATED_FILE)
         trained, begin = model.get_weights(), start.get_weights()
         if [w.shape for w in trained] != [w.shape for w in begin]:
             raise RunError(f"{job.run.model_path('finetune')}: not the network unfreeze trained")
