@@ -55,6 +55,49 @@ def test_search_off_trains_the_head_as_configured_bit_for_bit(data, write_config
     assert not np.array_equal(auto[-1], off[-1]), "the searched head is another head"
 
 
+def test_a_search_that_finds_nothing_better_keeps_the_head_as_configured(
+    data, write_config, cli, monkeypatch
+):
+    """Only a useless candidate (an L2 so strong the head learns nothing): the head as
+    configured, scored on the same folds, wins, and the stage trains it as `search: off` does."""
+    monkeypatch.setattr(head_search, "LAMBDAS", (1e6,))
+    head = {"dense": [], "dropout": 0.2}
+    runs = {}
+    for name, finetune in {"plain-off": {"search": "off"}, "plain-auto": {}}.items():
+        config = config_dict(data, name=name, model={"head": head, "tta": "off"},
+                             finetune={"epochs": 4, **finetune})  # fmt: skip
+        result = cli("run", write_config(config, f"{name}.yaml"))
+        assert result.exit_code == 0, result.output
+        runs[name] = data.parent / "runs" / name
+    said = words(result.output)
+    assert "head search: no candidate beat the head as configured" in said
+    searched = json.loads((runs["plain-auto"] / "finetune" / "search.json").read_text())
+    assert searched["kept"] == "the head as configured"
+    assert searched["configured_head_cv_accuracy"] > searched["chosen"]["cv_accuracy"]
+    state = _state(runs["plain-auto"], "finetune")
+    assert "search" not in state and state["tta"] is None
+    assert state["epochs"] == 4
+    off, auto = _weights(runs["plain-off"], "finetune"), _weights(runs["plain-auto"], "finetune")
+    assert all(np.array_equal(a, b) for a, b in zip(off, auto, strict=True))
+
+
+def test_the_baseline_is_scored_on_the_same_folds():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = (rng.normal(0, 1.0, (3, 8))[y] + rng.normal(0, 1.0, (60, 8))).astype(np.float32)
+    seen = []
+
+    def oracle(fit_rows, held):
+        seen.append(len(held))
+        return np.eye(3)[y[held]]
+
+    perfect = head_search.search(x, y, None, 3, seed=0, baseline=oracle)
+    assert sum(seen) == 60 and len(seen) == head_search.FOLDS
+    assert perfect.baseline_cv_accuracy == 1.0 and not perfect.beats_baseline
+    chance = head_search.search(x, y, None, 3, seed=0, baseline=lambda f, h: np.ones((len(h), 3)))
+    assert chance.beats_baseline
+
+
 def test_search_on_a_few_images_per_class_falls_back_with_a_notice(tmp_path, write_config, cli):
     data = make_image_folder(tmp_path / "data", {"train": 2, "val": 1})
     config = config_dict(data, model={"head": {"dense": []}}, finetune={"epochs": 1})

@@ -345,8 +345,9 @@ class FinetuneConfig(FrozenCache, TrainStage):
         "auto",
         description="auto: fit the head on the cached features by k-fold search over L2 "
         "strength and mirrored images, when the head is one dense layer, the features are "
-        "cached exactly and no optimizer, schedule, label_smoothing or early_stopping is set; "
-        "off: train the head with the optimizer for `epochs`",
+        "cached exactly and no optimizer, schedule, label_smoothing or early_stopping is set "
+        "(the head as configured, scored on the same folds, is kept when no candidate beats "
+        "it); off: train the head with the optimizer for `epochs`",
     )
 
 

@@ -86,7 +86,10 @@ def train_and_save(job: StageJob, model) -> StageResult:
         begin_stage(job.run, job.name, job.cfg)
     runtime = describe_runtime(job.cfg.run, inputs.model)
     job.console.info(runtime_line(runtime))
-    outcome, tta = fit_head_by_search(job, model, inputs, search) if search else fit()
+    found = fit_head_by_search(job, model, inputs, search) if search else None
+    if search and found is None:  # no candidate beat the head as configured: train that
+        fit = fit_as_configured(job, model, inputs)
+    outcome, tta = found or fit()
     saved = with_flip_tta(model) if tta else model
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:

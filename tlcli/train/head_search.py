@@ -12,7 +12,9 @@ best on held-out folds:
   score clearly worse (`_choose_mirror`), then the strongest L2 within one
   standard error of the best;
 - final head: the chosen candidate fitted on the training split only, so validation still
-  measures it honestly (and unfreeze's interpolation can choose on it).
+  measures it honestly (and unfreeze's interpolation can choose on it);
+- a baseline (the head as configured, trained for its epochs, tlcli.train.searched_head) can
+  be scored on the same folds: when no candidate beats it, the stage keeps the plain head.
 
 All candidates of one fold train at once as one batched problem (`fit_softmax`). Features are
 standardised for the fit (better conditioned) and the scaling is folded into the Dense kernel
@@ -31,6 +33,7 @@ accuracy over the Keras head after finetune.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +56,18 @@ class HeadChoice:
     lam: float
     cv_accuracy: float
     table: list[dict] = field(default_factory=list)  # every candidate's CV accuracy
+    baseline_cv_accuracy: float | None = None  # the baseline's, on the same folds
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Whether some candidate scored above the baseline (no baseline: True)."""
+        if self.baseline_cv_accuracy is None:
+            return True
+        return max(row["cv_accuracy"] for row in self.table) > self.baseline_cv_accuracy
+
+
+# fit rows, held-out rows -> the baseline's class probabilities for the held-out rows
+Baseline = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def search_blocker(settings, head, augmented: bool, cached: bool) -> str | None:
@@ -90,11 +105,20 @@ def search(
     sample_weight_of_class: np.ndarray | None = None,
     folds: int = FOLDS,
     seed: int = 0,
+    baseline: Baseline | None = None,
 ) -> HeadChoice:
     """Choose (mirror, lambda) by k-fold CV on all rows, then fit it on `train_rows` (default:
-    all). `x_mirror`: the features of the mirror images (None: no mirror candidates)."""
+    all). `x_mirror`: the features of the mirror images (None: no mirror candidates);
+    `baseline`: what the candidates must beat, scored on the same folds."""
     rows = _cv_sample(y, seed)
     fold_of = _stratified_folds(y[rows], folds, seed)
+    baseline_accuracy = None
+    if baseline is not None:
+        hits = 0
+        for k in range(folds):
+            fit_rows, held = rows[fold_of != k], rows[fold_of == k]
+            hits += int((baseline(fit_rows, held).argmax(-1) == y[held]).sum())
+        baseline_accuracy = round(hits / len(rows), 4)
     flips = (False, True) if x_mirror is not None else (False,)
     table, best = [], {}
     for flip in flips:
@@ -119,7 +143,7 @@ def search(
     model = _fit(x, x_mirror, y, final_rows, num_classes, (final_lam,), flip,
                  sample_weight_of_class)  # fmt: skip
     kernel, bias = _fold_standardisation(model)
-    return HeadChoice(kernel, bias, flip, lam, accuracy, table)
+    return HeadChoice(kernel, bias, flip, lam, accuracy, table, baseline_accuracy)
 
 
 def _one_standard_error(lambdas, accuracies, rows: int) -> tuple[float, float]:

@@ -6,6 +6,10 @@ not); `fit_head_by_search` caches the mirror images' features when mirrors may b
 search, puts the chosen head into the network's `predictions` layer and leaves what a fit would:
 history.csv (one row: the chosen head's scores), search.json (every candidate's CV accuracy)
 and an outcome for stage.json.
+
+The search must earn its place: the head as configured (its dropout, optimizer, epochs and
+batch size, as `search: off` trains it) is scored on the same folds, and when no candidate
+beats it the stage trains that plain head instead (search.json still says what was tried).
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ def search_plan(job: StageJob, inputs: TrainingInputs) -> SearchPlan | None:
 
 def fit_head_by_search(
     job: StageJob, model, inputs: TrainingInputs, plan: SearchPlan
-) -> tuple[FitOutcome, bool]:
-    """Search, set the chosen head into `model`; (what fit() would have returned, TTA on?)."""
+) -> tuple[FitOutcome, bool] | None:
+    """Search, set the chosen head into `model`; (what fit() would have returned, TTA on?), or
+    None when no candidate beat the head as configured (the caller then trains that)."""
     from tlcli.data.pipeline import balanced_class_weights
 
     started = time.perf_counter()
@@ -73,7 +78,16 @@ def fit_head_by_search(
     choice = head_search.search(
         x, y, x_mirror, job.data.num_classes, train_rows=train_rows,
         sample_weight_of_class=weights, seed=job.cfg.seed,
+        baseline=_configured_head(job, inputs.model, x, y, weights),
     )  # fmt: skip
+    if not choice.beats_baseline:
+        _record(job, choice, None, time.perf_counter() - started)
+        best = max(row["cv_accuracy"] for row in choice.table)
+        job.console.info(
+            f"head search: no candidate beat the head as configured on the folds (cv accuracy "
+            f"{best:.3f} against {choice.baseline_cv_accuracy:.3f}): training it as configured"
+        )
+        return None
     output_layer(model).set_weights([choice.kernel, choice.bias])
     tta = job.cfg.model.tta == "flip" or choice.flip
     final = _scores(choice, x, x_mirror if tta else None, y, len(train_rows))
@@ -85,8 +99,35 @@ def fit_head_by_search(
         f"(cv accuracy {choice.cv_accuracy:.3f})"
     )
     details = {"search": {"lambda": choice.lam, "mirror": choice.flip,
-                          "cv_accuracy": round(choice.cv_accuracy, 4)}}  # fmt: skip
+                          "cv_accuracy": round(choice.cv_accuracy, 4),
+                          "configured_head_cv_accuracy": choice.baseline_cv_accuracy}}  # fmt: skip
     return FitOutcome(0, 0, False, seconds, final, details=details), tta
+
+
+def _configured_head(job: StageJob, top, x: np.ndarray, y: np.ndarray, class_weights):
+    """The baseline for the search: a fresh copy of the head as configured (`top`: dropout and
+    the output layer on the cached features), trained on a fold's rows as `search: off` trains
+    it (optimizer, epochs, batch size, class weights, seeded shuffling)."""
+
+    def probabilities(fit_rows: np.ndarray, held: np.ndarray) -> np.ndarray:
+        import keras
+        import tensorflow as tf
+
+        from tlcli.data.pipeline import steps_per_epoch
+        from tlcli.model.optimizers import compile_for_stage
+
+        batch, classes = job.data_cfg.batch_size, job.data.num_classes
+        with model_scope(job.cfg.run):
+            head = keras.models.clone_model(top)
+            compile_for_stage(head, job.settings, steps_per_epoch(len(fit_rows), batch), False)
+        targets = np.eye(classes, dtype=np.float32)[y[fit_rows]]
+        data = tf.data.Dataset.from_tensor_slices((x[fit_rows], targets))
+        data = data.shuffle(len(fit_rows), seed=job.cfg.seed).batch(batch)
+        weights = None if class_weights is None else dict(enumerate(class_weights.tolist()))
+        head.fit(data, epochs=job.settings.epochs, class_weight=weights, shuffle=False, verbose=0)
+        return head.predict(x[held], batch_size=1024, verbose=0)
+
+    return probabilities
 
 
 def _rows(inputs: TrainingInputs, names: list[str]) -> np.ndarray:
@@ -123,13 +164,17 @@ def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
     return final
 
 
-def _record(job: StageJob, choice, final: dict[str, float], seconds: float) -> None:
-    write_csv_rows(job.stage_dir / "history.csv", [{"epoch": 0, **final}], ["epoch", *final])
+def _record(job: StageJob, choice, final: dict[str, float] | None, seconds: float) -> None:
+    """search.json; history.csv too when the searched head is kept (`final`: its scores)."""
+    if final is not None:
+        write_csv_rows(job.stage_dir / "history.csv", [{"epoch": 0, **final}], ["epoch", *final])
     write_json(
         job.stage_dir / "search.json",
         {
             "chosen": {"lambda": choice.lam, "mirror": choice.flip,
                        "cv_accuracy": choice.cv_accuracy},
+            "kept": "search" if final is not None else "the head as configured",
+            "configured_head_cv_accuracy": choice.baseline_cv_accuracy,
             "folds": head_search.FOLDS,
             "seconds": round(seconds, 2),
             "candidates": choice.table,
