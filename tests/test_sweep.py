@@ -192,3 +192,27 @@ def test_a_sweep_section_and_a_shared_cache_leave_stage_fingerprints_alone(
     for stage in ("finetune", "unfreeze"):
         assert stage_fingerprint(a, stage) == stage_fingerprint(b, stage)
     assert b.cache_path == tmp_path / "shared-cache" and a.cache_path == a.run_dir / "cache"
+
+
+@pytest.mark.parametrize(
+    ("sections", "params", "expected"),
+    [
+        ({}, {"model.head.dropout": "uniform(0, 0.5)"}, ["model.head.dropout"]),
+        ({}, {"finetune.epochs": "int(2, 9)", "seed": [1, 2]}, ["finetune.epochs"]),
+        ({"finetune": {"search": "off"}}, {"model.head.dropout": "uniform(0, 0.5)"}, []),
+        ({}, {"model.head.dropout": "uniform(0, 0.5)",
+              "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)"}, []),
+        ({"model": {"head": {"dense": [8]}}}, {"finetune.epochs": "int(2, 9)"}, []),
+    ],
+)  # fmt: skip
+def test_a_sweep_says_which_keys_the_head_search_decides(
+    image_folder, write_config, sections, params, expected
+):
+    from tlcli.config import load_config
+    from tlcli.experiments.sweep import keys_the_search_decides
+
+    config = config_dict(image_folder, model={"head": {"dense": []}})
+    for section, values in sections.items():
+        config[section] = {**config[section], **values}
+    config["sweep"] = {"params": params}
+    assert keys_the_search_decides(load_config(write_config(config))) == expected

@@ -34,6 +34,30 @@ from tlcli.files import write_json, write_text
 from tlcli.rundir import Mode
 from tlcli.runtime.startup import import_tensorflow
 
+# What the finetune head search (finetune.search: auto) decides itself: sweeping these moves
+# only the head as configured, which the search keeps only when no candidate beats it.
+SEARCH_DECIDES = ("model.head.dropout", "finetune.epochs")
+# Setting any of these turns the search off (tlcli.train.head_search.search_blocker).
+SEARCH_OFF_WHEN_SET = (
+    "finetune.optimizer", "finetune.schedule", "finetune.label_smoothing",
+    "finetune.early_stopping", "finetune.search", "model.head.dense",
+)  # fmt: skip
+
+
+def keys_the_search_decides(cfg: Config) -> list[str]:
+    """The swept keys whose values the finetune head search would mostly not use."""
+    swept = list(cfg.sweep.params) if cfg.sweep else []
+    head_is_searchable = cfg.finetune is not None and cfg.finetune.search == "auto"
+    head_is_searchable &= cfg.model.head != "pretrain" and not cfg.model.head.dense
+    head_is_searchable &= not cfg.data.augment.enabled
+    set_fields = cfg.finetune.model_fields_set if cfg.finetune is not None else set()
+    if not head_is_searchable or set_fields & {"optimizer", "schedule", "label_smoothing",
+                                               "early_stopping"}:  # fmt: skip
+        return []
+    if any(key.startswith(off) for key in swept for off in SEARCH_OFF_WHEN_SET):
+        return []
+    return [key for key in swept if key in SEARCH_DECIDES]
+
 
 @dataclass
 class SweepResult:
@@ -79,6 +103,14 @@ def sweep(
         f"{cfg.name}: {budget} trials over {', '.join(cfg.sweep.params)}; "
         f"{cfg.sweep.metric} ({'max' if cfg.sweep.maximize else 'min'}), {cfg.sweep.sampler}",
     )
+    decided = keys_the_search_decides(cfg)
+    if decided:
+        console.warn(
+            f"finetune.search is auto: the head search fits the finetune head itself, and "
+            f"{', '.join(decided)} only shape{'s' if len(decided) == 1 else ''} the head as "
+            "configured it must beat; set finetune.search: off to sweep "
+            f"{'it' if len(decided) == 1 else 'them'}"
+        )
     helpers = _start_helpers(cfg, folder, storage, workers - 1)
     try:
         trials_run = _run_trials(cfg, study, budget, folder, console)
