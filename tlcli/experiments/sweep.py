@@ -33,14 +33,14 @@ from tlcli.experiments.space import suggest, trial_config
 from tlcli.files import write_json, write_text
 from tlcli.rundir import Mode
 from tlcli.runtime.startup import import_tensorflow
+from tlcli.train.head_search import TRAINING_KEYS
 
 # What the finetune head search (finetune.search: auto) decides itself: sweeping these moves
 # only the head as configured, which the search keeps only when no candidate beats it.
 SEARCH_DECIDES = ("model.head.dropout", "finetune.epochs")
-# Setting any of these turns the search off (tlcli.train.head_search.search_blocker).
+# Swept, these turn the search off in a trial (tlcli.train.head_search.search_blocker).
 SEARCH_OFF_WHEN_SET = (
-    "finetune.optimizer", "finetune.schedule", "finetune.label_smoothing",
-    "finetune.early_stopping", "finetune.search", "model.head.dense",
+    *(f"finetune.{key}" for key in TRAINING_KEYS), "finetune.search", "model.head.dense",
 )  # fmt: skip
 
 
@@ -51,8 +51,7 @@ def keys_the_search_decides(cfg: Config) -> list[str]:
     head_is_searchable &= cfg.model.head != "pretrain" and not cfg.model.head.dense
     head_is_searchable &= not cfg.data.augment.enabled
     set_fields = cfg.finetune.model_fields_set if cfg.finetune is not None else set()
-    if not head_is_searchable or set_fields & {"optimizer", "schedule", "label_smoothing",
-                                               "early_stopping"}:  # fmt: skip
+    if not head_is_searchable or set_fields & set(TRAINING_KEYS):
         return []
     if any(key.startswith(off) for key in swept for off in SEARCH_OFF_WHEN_SET):
         return []

@@ -46,6 +46,8 @@ FOLDS = 5
 MIN_PER_CLASS = FOLDS  # fewer images of a class than folds: no search
 CV_ROWS_LIMIT = 6000  # above this, folds are drawn from a class-stratified sample
 STEPS, RATE = 200, 0.05  # full-batch Adam with cosine decay: converged on both datasets
+# finetune keys that say how to train the head: setting any turns the search off
+TRAINING_KEYS = ("optimizer", "schedule", "label_smoothing", "early_stopping")
 
 
 @dataclass
@@ -80,8 +82,7 @@ def search_blocker(settings, head, augmented: bool, cached: bool) -> str | None:
         return "data.augment is on: the head trains on augmented images as configured"
     if not cached:
         return "the features are not cached"
-    given = [k for k in ("optimizer", "schedule", "label_smoothing", "early_stopping")
-             if k in settings.model_fields_set]  # fmt: skip
+    given = [k for k in TRAINING_KEYS if k in settings.model_fields_set]
     if given:
         return f"finetune.{given[0]} is set: the head trains as configured"
     return None
