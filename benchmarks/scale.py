@@ -96,9 +96,11 @@ def config(args: argparse.Namespace, data: Path, runs: Path) -> dict:
             "image_size": args.image_size,
             "batch_size": args.batch_size,
         },
-        "model": {"base": "mobilenet_v2", "weights": "none", "head": {"dense": []}},
-        "finetune": {"epochs": args.head_epochs, "cache": "on"},
-        "unfreeze": {"epochs": 1, "layers": "all"},
+        # The plain recipe (no head search, flip TTA or weight mix): what is measured is how
+        # each part of a stage scales, not tlcli's defaults on top of it.
+        "model": {"base": "mobilenet_v2", "weights": "none", "head": {"dense": []}, "tta": "off"},
+        "finetune": {"epochs": args.head_epochs, "cache": "on", "search": "off"},
+        "unfreeze": {"epochs": 1, "layers": "all", "interpolate": "off"},
     }
 
 
