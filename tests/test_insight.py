@@ -121,6 +121,10 @@ def test_calibrated_probabilities_agree_in_predict_and_export_and_undo(trained_r
     np.testing.assert_allclose(exported, calibrated, atol=1e-5)
     export = json.loads((run / "export" / "finetune-keras" / "export.json").read_text())
     assert export["calibration"]["temperature"] == temperature
+    result = cli("export", run, "--format", "onnx", "--quiet")
+    assert result.exit_code == 0, result.output
+    onnx = load_predictor(run / "export" / "finetune-onnx").predict(pixels)
+    np.testing.assert_allclose(onnx, calibrated, atol=1e-4)
 
     assert cli("evaluate", config, "--uncalibrate", "--quiet").exit_code == 0
     np.testing.assert_allclose(load_predictor(run).predict(pixels), before, atol=1e-6)
@@ -242,6 +246,21 @@ def test_doctor_on_one_class_says_what_it_cannot_check(tmp_path, write_config, c
     summary = json.loads((tmp_path / "runs" / "t" / "doctor" / "summary.json").read_text())
     assert any("label errors need two classes" in note for note in summary["notes"])
     assert "label errors need two classes" in words(result.output)
+
+
+def test_label_issues_with_one_image_in_a_class_say_so_and_check_the_rest():
+    from tlcli.insight.label_issues import find_label_issues
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 200 + [1] * 200 + [2])  # features like a base's: many, each weak
+    features = rng.normal(0, 1, (3, 256))[labels] + rng.normal(0, 1, (401, 256))
+    labels[[3, 205]] = [1, 0]  # two flips among the classes that can be checked
+    found = find_label_issues(features, labels, ["a", "b", "c"], seed=0)
+    assert found.notes == [
+        "class c has 1 image(s): its labels cannot be checked (it needs at least 2)"
+    ]
+    assert 400 not in found.rows, "the lone image is not judged"
+    assert {3, 205} <= set(found.rows.tolist())
 
 
 def test_doctor_without_its_extra_names_it(tmp_path, write_config, cli, monkeypatch):
