@@ -18,7 +18,9 @@ RSS, and disk per image (the decoded-image cache, the feature cache, the run's o
 
 Time per image should stay flat as N grows (every part is linear), and peak RSS should too:
 the decoded images and the cached features are memory maps, read one batch (or chunk) at a
-time.
+time. RSS counts the pages of those maps once read (file pages, which the kernel reclaims under
+pressure), so the peaks of the process's own memory (RssAnon) and of mapped file pages
+(RssFile) are sampled from /proc as well.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -104,6 +107,23 @@ def config(args: argparse.Namespace, data: Path, runs: Path) -> dict:
     }
 
 
+def sample_memory(pid: int, peaks: dict[str, int], every: float = 0.2) -> None:
+    """Peak RssAnon and RssFile (kB) of process `pid`, from /proc, until it exits."""
+    status = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            text = status.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name in peaks:
+                peaks[name] = max(peaks[name], int(value.split()[0]))
+        if "State:\tZ" in text:
+            return
+        time.sleep(every)
+
+
 def folder_bytes(folder: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in folder.rglob(pattern) if p.is_file())
 
@@ -122,7 +142,11 @@ def run_size(args: argparse.Namespace, count: int, workdir: Path) -> dict:
         process = subprocess.Popen(
             [sys.executable, "-m", "tlcli", "run", str(config_path)], stdout=out, stderr=out
         )
+        peaks = {"RssAnon": 0, "RssFile": 0}
+        sampler = threading.Thread(target=sample_memory, args=(process.pid, peaks), daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
+        sampler.join()
         seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"tlcli run failed for N={count}: see {log}")
@@ -146,6 +170,8 @@ def run_size(args: argparse.Namespace, count: int, workdir: Path) -> dict:
         "parts_seconds": parts,
         "evaluate_seconds": evaluations,
         "peak_rss_mb": round(usage.ru_maxrss / 2**10),
+        "peak_anonymous_mb": round(peaks["RssAnon"] / 2**10),
+        "peak_file_pages_mb": round(peaks["RssFile"] / 2**10),
         "bytes": {
             "jpeg files": folder_bytes(data),
             "decoded images": folder_bytes(cache, "images-*.npy"),
@@ -153,7 +179,12 @@ def run_size(args: argparse.Namespace, count: int, workdir: Path) -> dict:
             "run (models, logs, reports)": folder_bytes(run) - folder_bytes(cache),
         },
     }
-    print(f"[scale] N={count}: {seconds:.0f} s, peak RSS {result['peak_rss_mb']} MB", flush=True)
+    print(
+        f"[scale] N={count}: {seconds:.0f} s, peak RSS {result['peak_rss_mb']} MB "
+        f"(anonymous {result['peak_anonymous_mb']} MB, file pages {result['peak_file_pages_mb']}"
+        " MB)",
+        flush=True,
+    )
     shutil.rmtree(data)  # the largest part; the run stays for inspection with --workdir
     shutil.rmtree(cache)
     return result
@@ -161,7 +192,7 @@ def run_size(args: argparse.Namespace, count: int, workdir: Path) -> dict:
 
 def table(results: list[dict]) -> str:
     head = f"{'images':>8}" + "".join(f"{p:>16}" for p in PARTS)
-    head += f"{'whole run':>11}{'peak RSS':>10}{'disk/img':>10}"
+    head += f"{'whole run':>11}{'peak RSS':>10}{'anon':>9}{'disk/img':>10}"
     lines = ["seconds per 1,000 images (whole run: the process, evaluate included)", head]
     for result in results:
         n = result["images"]
@@ -170,8 +201,12 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"{n:>8,}" + "".join(f"{v:>16.2f}" for v in per_k)
             + f"{result['process_seconds'] / n * 1000:>11.2f}"
-            + f"{result['peak_rss_mb']:>7} MB{disk / 1024:>7.1f} KB"
+            + f"{result['peak_rss_mb']:>7} MB"
+            + (f"{result['peak_anonymous_mb']:>6} MB" if "peak_anonymous_mb" in result
+               else f"{'-':>9}")
+            + f"{disk / 1024:>7.1f} KB"
         )  # fmt: skip
+    lines.append("anon: peak of the process's own memory (RSS less mapped file pages)")
     lines.append("disk/img: the decoded-image cache + the feature cache, per image")
     return "\n".join(lines)
 
@@ -190,6 +225,9 @@ def plot(results: list[dict], path: Path) -> None:
     times.set(xscale="log", xlabel="images", ylabel="seconds per 1,000 images", ylim=(0, None))
     times.legend()
     memory.plot(sizes, [r["peak_rss_mb"] for r in results], marker="o", label="peak RSS (MB)")
+    if all("peak_anonymous_mb" in r for r in results):
+        anonymous = [r["peak_anonymous_mb"] for r in results]
+        memory.plot(sizes, anonymous, marker="^", label="peak anonymous memory (MB)")
     disk = [(r["bytes"]["decoded images"] + r["bytes"]["cached features"]) / 2**20 for r in results]
     memory.plot(sizes, disk, marker="s", label="cache on disk (MB)")
     memory.set(xscale="log", yscale="log", xlabel="images")

@@ -8,6 +8,7 @@ created with the user's usual permissions (mode 0666 or 0777 less the umask), as
 Cache entries (decoded images, cached features) may be shared by several runs and processes:
 one process builds an entry while the others wait for it (`exclusive_lock`), readers mark what
 they use (`mark_used`), and only entries nobody used for a while are deleted (`remove_stale`).
+A process maps each entry once (`open_array`), however many stages, trials or evaluations read it.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -28,6 +29,7 @@ import os
 import secrets
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,6 +167,31 @@ def cached_entry(
             return found, True
         remove_stale(path.parent, family, keep=path.stem)
         return build(), False
+
+
+# Every map of a file counts the pages it touched in the process's RSS again: two stages each
+# mapping a 2.7 GB decoded-image cache showed 5.4 GB. Shared while any reader holds it.
+_OPEN_ARRAYS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def open_array(path: Path):
+    """The .npy file at `path` as a read-only memory map, one map per file per process.
+
+    >>> import numpy as np, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.npy"
+    >>> np.save(path, np.arange(3))
+    >>> open_array(path) is open_array(path), open_array(path).tolist()
+    (True, [0, 1, 2])
+    """
+    import numpy as np
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    array = _OPEN_ARRAYS.get(key)
+    if array is None:
+        array = np.load(path, mmap_mode="r")
+        _OPEN_ARRAYS[key] = array
+    return array
 
 
 def mark_used(path: Path) -> None:

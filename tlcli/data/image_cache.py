@@ -28,7 +28,7 @@ import numpy as np
 
 from tlcli.data.folders import Folder
 from tlcli.data.images import decode_many
-from tlcli.files import atomic_path, cached_entry, mark_used, write_json
+from tlcli.files import atomic_path, cached_entry, mark_used, open_array, write_json
 
 # Bump when decode_image changes what it produces, so old caches are rebuilt.
 DECODER_VERSION = 3
@@ -74,7 +74,7 @@ def _load_cached(
     meta_path = array_path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
-        pixels = np.load(array_path, mmap_mode="r")
+        pixels = open_array(array_path)
     except (OSError, ValueError):  # not there (yet), or removed between the check and the open
         return None
     if pixels.shape != (len(folder.files), *size, 3):
@@ -109,7 +109,7 @@ def _decode_into(
         pixels.flush()
     write_json(meta_path, {"notes": notes, "errors": errors, "size": list(size)})
     meta = {"notes": notes, "errors": errors}
-    return _from_meta(folder, np.load(array_path, mmap_mode="r"), meta, key)
+    return _from_meta(folder, open_array(array_path), meta, key)
 
 
 def _from_meta(folder: Folder, pixels: np.ndarray, meta: dict, key: str) -> DecodedFolder:

@@ -37,7 +37,7 @@ from tlcli.console import plural
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit, StageData
 from tlcli.errors import ConfigError
-from tlcli.files import atomic_path, cached_entry, mark_used, write_json
+from tlcli.files import atomic_path, cached_entry, mark_used, open_array, write_json
 from tlcli.model.freezing import unfreeze_top
 from tlcli.model.network import find_base
 from tlcli.model.split import SplitModel, split_at_head, split_in_base, top_up_to
@@ -238,7 +238,7 @@ def _cached_outputs(
             array.flush()
         seconds = round(time.perf_counter() - started, 2)
         write_json(path.with_suffix(".json"), {"shape": list(shape), "seconds": seconds})
-        return np.load(path, mmap_mode="r")
+        return open_array(path)
 
     return cached_entry(path, lambda: _load_cached(path), compute, f"{path_prefix.name}-")
 
@@ -313,7 +313,7 @@ def _load_cached(path: Path) -> np.ndarray | None:
     try:
         if not path.with_suffix(".json").is_file():
             return None
-        array = np.load(path, mmap_mode="r")
+        array = open_array(path)
     except (OSError, ValueError):  # removed between the check and the open
         return None
     mark_used(path)
