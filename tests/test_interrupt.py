@@ -20,13 +20,21 @@ from conftest import config_dict, make_image_folder
 EPOCHS = 30  # short epochs on cached features: many, so that the interrupt lands in training
 
 
+def _as_in_a_terminal() -> None:
+    """SIGINT as a terminal's foreground process has it. A suite started in the background by
+    a shell without job control (a CI script's `cmd &`) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: Ctrl-C would do nothing, as it should there."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_on_a_terminal(command: list[str], interrupt_when) -> tuple[int, str]:
     """Run `command` with a pseudo-terminal as stdout and stderr; SIGINT once
     `interrupt_when()` holds. Returns the exit code and everything the terminal showed."""
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, close_fds=True
-    )
+        command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, close_fds=True,
+        preexec_fn=_as_in_a_terminal,
+    )  # fmt: skip
     os.close(terminal)
     shown = bytearray()
 
