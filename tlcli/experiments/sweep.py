@@ -33,7 +33,7 @@ from tlcli.experiments.space import suggest, trial_config
 from tlcli.files import write_json, write_text
 from tlcli.rundir import Mode
 from tlcli.runtime.startup import import_tensorflow
-from tlcli.train.head_search import TRAINING_KEYS
+from tlcli.train.head_search import TRAINING_KEYS, search_blocker
 
 # What the finetune head search (finetune.search: auto) decides itself: sweeping these moves
 # only the head as configured, which the search keeps only when no candidate beats it.
@@ -47,11 +47,9 @@ SEARCH_OFF_WHEN_SET = (
 def keys_the_search_decides(cfg: Config) -> list[str]:
     """The swept keys whose values the finetune head search would mostly not use."""
     swept = list(cfg.sweep.params) if cfg.sweep else []
-    head_is_searchable = cfg.finetune is not None and cfg.finetune.search == "auto"
-    head_is_searchable &= cfg.model.head != "pretrain" and not cfg.model.head.dense
-    head_is_searchable &= not cfg.data.augment.enabled
-    set_fields = cfg.finetune.model_fields_set if cfg.finetune is not None else set()
-    if not head_is_searchable or set_fields & set(TRAINING_KEYS):
+    if cfg.finetune is None or search_blocker(
+        cfg.finetune, cfg.model.head, cfg.data.augment.enabled, cached=True
+    ):
         return []
     if any(key.startswith(off) for key in swept for off in SEARCH_OFF_WHEN_SET):
         return []
