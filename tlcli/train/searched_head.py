@@ -82,10 +82,10 @@ def fit_head_by_search(
     )  # fmt: skip
     if not choice.beats_baseline:
         _record(job, choice, None, time.perf_counter() - started)
-        best = max(row["cv_accuracy"] for row in choice.table)
         job.console.info(
             f"head search: no candidate beat the head as configured on the folds (cv accuracy "
-            f"{best:.3f} against {choice.baseline_cv_accuracy:.3f}): training it as configured"
+            f"{choice.best_cv_accuracy:.3f} against {choice.baseline_cv_accuracy:.3f}): "
+            "training it as configured"
         )
         return None
     output_layer(model).set_weights([choice.kernel, choice.bias])
