@@ -4,12 +4,14 @@
 
 Works on the results dict alone (what `bench_transfer.py --output` writes), so a table can be
 printed again, or compared, without rerunning anything. What each row means is explained in
-bench_transfer.py's docstring and in benchmarks/README.md.
+bench_transfer.py's docstring and in benchmarks/README.md. A results file of `--repeat N` (N > 1:
+it has "repeats") gets the table of medians over its N pairs; any other prints as before.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -102,13 +104,23 @@ def format_cell(value: float | None, unit: str) -> str:
     return {"s": f"{value:.1f}", "MB": f"{value:.0f}"}.get(unit, f"{value:.3f}")
 
 
-def compare_cell(plain: float | None, tlcli: float | None, unit: str) -> str:
+def compare_value(plain: float | None, tlcli: float | None, unit: str) -> float | None:
     """plain/tlcli for costs (above 1: tlcli is faster); tlcli - plain for accuracies."""
     if plain is None or tlcli is None:
-        return "-"
+        return None
     if not unit:
-        return f"{tlcli - plain:+.3f}"
-    return f"{plain / tlcli:.2f}x" if tlcli > 0 else "-"
+        return tlcli - plain
+    return plain / tlcli if tlcli > 0 else None
+
+
+def format_compare(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if unit else f"{value:+.3f}"
+
+
+def compare_cell(plain: float | None, tlcli: float | None, unit: str) -> str:
+    return format_compare(compare_value(plain, tlcli, unit), unit)
 
 
 def aligned(rows: list[tuple[str, ...]], text_columns: tuple[int, ...] = (0,)) -> list[str]:
@@ -136,6 +148,79 @@ def comparison_lines(plain: dict, tlcli: dict) -> list[str]:
             )
         )
     return aligned(rows)
+
+
+# ----------------------------------------------------------------------------- repeated pairs
+
+
+def median_of(values: list[float | None]) -> float | None:
+    """The median of the values measured; None when no pair measured any."""
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def repeat_summary(pairs: list[dict]) -> dict:
+    """Per table row: each tool's median over the pairs, and each pair's own comparison.
+
+    "compare" is the median of the pairs' ratios, not the ratio of the two medians: the two
+    runs of a pair ran back to back, so a slow spell of the machine hits both and cancels in
+    their ratio, where it would not across pairs. Accuracies too are medians over the pairs.
+    """
+    rows = {}
+    for key, _, unit in ROWS:
+        plain = [pair["summary"]["plain"][key] for pair in pairs]
+        tlcli = [pair["summary"]["tlcli"][key] for pair in pairs]
+        each = [compare_value(p, t, unit) for p, t in zip(plain, tlcli, strict=True)]
+        known = [value for value in each if value is not None]
+        rows[key] = {
+            "plain": median_of(plain),
+            "tlcli": median_of(tlcli),
+            "compare": median_of(each),
+            "min": min(known, default=None),
+            "max": max(known, default=None),
+            "each": each,
+        }
+    return rows
+
+
+def spread_cell(row: dict, unit: str) -> str:
+    """'1.05x (0.98-1.12, 3 pairs)': the median comparison, its range and how many pairs."""
+    pairs = sum(value is not None for value in row["each"])
+    if not pairs:
+        return "-"
+    low, high = row["min"], row["max"]
+    span = f"{low:.2f}-{high:.2f}" if unit else f"{low:+.3f} to {high:+.3f}"
+    return f"{format_compare(row['compare'], unit)} ({span}, {pairs} pairs)"
+
+
+def repeat_lines(results: dict) -> list[str]:
+    """The comparison table over the repeated pairs: medians, range, every pair's ratio."""
+    pairs = results["repeats"]
+    summary = repeat_summary(pairs)
+    rows = [("", "unit", "plain Keras", "tlcli", "plain/tlcli (min-max)", "each pair")]
+    for key, label, unit in ROWS:
+        row = summary[key]
+        rows.append(
+            (
+                label,
+                unit,
+                format_cell(row["plain"], unit),
+                format_cell(row["tlcli"], unit),
+                spread_cell(row, unit),
+                " ".join(format_compare(value, unit) for value in row["each"]),
+            )
+        )
+    return [
+        f"median of {len(pairs)} interleaved pairs (plain, tlcli, tlcli, plain, ...): each "
+        "tool's median; plain/tlcli: the median of the pairs' own ratios (tlcli - plain for "
+        "accuracies)",
+        *aligned(rows, text_columns=(0, len(rows[0]) - 1)),
+        "",
+        f"below: pair 1 of {len(pairs)}; the floor and the TensorFlow import ran once",
+    ]
+
+
+# ------------------------------------------------------------------------------------ details
 
 
 def stage_breakdown(timings: dict, origin: float | None) -> dict:
@@ -278,10 +363,15 @@ def title(results: dict) -> str:
 def report(results: dict) -> str:
     """The whole printed report: the comparison table, then the details under it."""
     summary = results["summary"]
+    table = (
+        repeat_lines(results)
+        if results.get("repeats")  # old results files and --repeat 1 have none
+        else comparison_lines(summary["plain"], summary["tlcli"])
+    )
     lines = [
         title(results),
         "",
-        *comparison_lines(summary["plain"], summary["tlcli"]),
+        *table,
         "",
         *tlcli_stage_lines(results["tlcli"]),
         "",

@@ -4,6 +4,7 @@
     python benchmarks/bench_transfer.py --data ../shared/datasets/hymenoptera \\
         --base mobilenet_v2 --weights ../shared/weights/<file>.h5 --image-size 160 \\
         --repeat-data 8 --output results.json
+    python benchmarks/bench_transfer.py --repeat 5    # 5 interleaved pairs, median ratios
 
 Every step runs in its own subprocess, one after another, never two at a time:
 
@@ -16,6 +17,13 @@ Every step runs in its own subprocess, one after another, never two at a time:
    has one);
 3. the floor: benchmarks/forward_floor.py, one forward pass of the base over train + val;
 4. TensorFlow import alone: `python -c "import tensorflow"`, timed.
+
+With --repeat N, steps 1 and 2 run N times, interleaved (plain, tlcli, tlcli, plain, ...), each
+pair in a fresh folder of its own (tlcli starts from empty caches every time, as in the first
+pair); the floor and the import run once. On a busy machine one pair can say 1.2x and the next
+0.9x: the machine's drift hits both runs of a pair alike, so each pair's own ratio is compared,
+and the table shows each tool's median, the median of the pairs' ratios with their range, and
+every pair's ratio. The details under the table are the first pair's.
 
 The table (bench_report.py prints it; `python benchmarks/bench_report.py results.json` prints
 it again), in seconds of wall-clock time. Both tools are timed from the launch of their process
@@ -85,7 +93,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
-from bench_report import STAGES, plain_summary, report, tlcli_summary
+from bench_report import (
+    STAGES,
+    compare_cell,
+    plain_summary,
+    repeat_summary,
+    report,
+    tlcli_summary,
+)
 
 from tlcli.bases import BASES  # no TensorFlow import: this process only launches the others
 
@@ -122,6 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--views", type=int, default=4, help="views tlcli caches (0: none); default %(default)s")
     add("--repeat-data", type=int, default=1, metavar="K", help="list each image K times")
     add("--seed", type=int, default=42, help="default %(default)s")
+    add("--repeat", type=int, default=1, metavar="N", help="N interleaved plain/tlcli pairs")
     add("--output", type=Path, metavar="JSON", help="write every measurement to this file")
     add("--workdir", type=Path, metavar="DIR", help="keep configs, runs and logs here")
     args = parser.parse_args(argv)
@@ -137,13 +153,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.weights = str(Path(args.weights).expanduser().resolve())
         if not Path(args.weights).is_file():
             parser.error(f"--weights: no such file: {args.weights}")
-    counts = [args.epochs, args.unfreeze_epochs, args.repeat_data, args.image_size]
+    counts = [args.epochs, args.unfreeze_epochs, args.repeat_data, args.image_size, args.repeat]
     if args.unfreeze_layers is not None:
         counts.append(args.unfreeze_layers)
     if min(counts) < 1:
         parser.error(
-            "--epochs, --unfreeze-epochs, --repeat-data, --image-size, --unfreeze-layers "
-            "must be >= 1"
+            "--epochs, --unfreeze-epochs, --repeat-data, --image-size, --repeat, "
+            "--unfreeze-layers must be >= 1"
         )
     if args.views < 0:
         parser.error("--views must be >= 0")
@@ -281,7 +297,9 @@ def model_options(args: argparse.Namespace, data: Path) -> list[str]:
     )
 
 
-def run_plain(args: argparse.Namespace, data: Path, workdir: Path) -> tuple[ChildRun, dict]:
+def run_plain(
+    args: argparse.Namespace, data: Path, workdir: Path, name: str = "plain"
+) -> tuple[ChildRun, dict]:
     output = workdir / "plain.json"
     options = cli_options(
         epochs=args.epochs,
@@ -294,7 +312,7 @@ def run_plain(args: argparse.Namespace, data: Path, workdir: Path) -> tuple[Chil
         output=output,
     )
     command = [sys.executable, str(HERE / "plain_keras.py"), *model_options(args, data), *options]
-    return run_child("plain", command, workdir / "logs"), json.loads(output.read_text())
+    return run_child(name, command, workdir / "logs"), json.loads(output.read_text())
 
 
 def run_floor(args: argparse.Namespace, data: Path, workdir: Path) -> tuple[ChildRun, dict]:
@@ -359,13 +377,13 @@ def tlcli_config(args: argparse.Namespace, data: Path, run_root: Path) -> dict:
     return config
 
 
-def run_tlcli(args: argparse.Namespace, data: Path, workdir: Path) -> dict:
+def run_tlcli(args: argparse.Namespace, data: Path, workdir: Path, name: str = "tlcli") -> dict:
     """`tlcli run CONFIG` in one process: its run, the files it wrote, what it printed."""
     config = workdir / "tlcli.yaml"
     config.write_text(yaml.safe_dump(tlcli_config(args, data, workdir / "runs")))
     tlcli_args = ["run", str(config)]
     command = [sys.executable, "-m", "tlcli", *tlcli_args]
-    process = run_child("tlcli", command, workdir / "logs", ["tlcli", *tlcli_args])
+    process = run_child(name, command, workdir / "logs", ["tlcli", *tlcli_args])
     run_dir = workdir / "runs" / "bench"
     return {
         "process": asdict(process),
@@ -396,31 +414,77 @@ def trained_layers(log: Path) -> int | None:
 # --------------------------------------------------------------------------------------- main
 
 
+def pair_place(workdir: Path, pair: int, pairs: int) -> tuple[Path, str]:
+    """The folder of pair `pair` (from 1) of `pairs`, and the suffix of its process names.
+
+    A single pair keeps the work folder's old layout. Repeated pairs get a folder each: tlcli
+    refuses to overwrite an old run, and reusing its caches (in the run folder) would make
+    every pair after the first faster than a user's first run.
+    """
+    if pairs == 1:
+        return workdir, ""
+    return workdir / f"pair-{pair}", f"-{pair}"
+
+
+def run_pair(args: argparse.Namespace, data: Path, workdir: Path, pair: int) -> dict:
+    """Plain Keras and tlcli back to back: what each did and the table's numbers. Even pairs
+    run tlcli first, so that whatever running second does (a warm page cache, a machine that
+    drifts) falls on both tools equally."""
+    folder, suffix = pair_place(workdir, pair, args.repeat)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    if pair % 2 == 0:
+        tlcli = run_tlcli(args, data, folder, f"tlcli{suffix}")
+    plain_process, plain_result = run_plain(args, data, folder, f"plain{suffix}")
+    if pair % 2 == 1:
+        tlcli = run_tlcli(args, data, folder, f"tlcli{suffix}")
+    plain = {"process": asdict(plain_process), "result": plain_result}
+    summary = {
+        "plain": plain_summary(plain["process"], plain_result),
+        "tlcli": tlcli_summary(tlcli),
+    }
+    if args.repeat > 1:
+        note(f"pair {pair} of {args.repeat}: " + pair_ratios(summary))
+    return {"plain": plain, "tlcli": tlcli, "summary": summary}
+
+
+def pair_ratios(summary: dict) -> str:
+    """One pair's wall ratios, for the progress line: a drifting machine shows here first."""
+    plain, tlcli = summary["plain"], summary["tlcli"]
+    keys = ("finetune_wall", "unfreeze_wall", "whole")
+    return ", ".join(f"{key} {compare_cell(plain[key], tlcli[key], 's')}" for key in keys)
+
+
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict:
-    """Every measurement, one process at a time; the results as one JSON-ready dict."""
+    """Every measurement, one process at a time; the results as one JSON-ready dict.
+
+    With --repeat N the top-level "plain", "tlcli" and "summary" are the first pair's (what the
+    details under the table show, and what a single run writes); "repeats" holds all N pairs,
+    the first included, and "repeat_summary" the medians the table prints.
+    """
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     data = prepare_data(args, workdir)
     note(f"data: {data} ({read_every_file(data) / 2**20:.1f} MB read to warm the page cache)")
     run_child("warm-up-import", tf_import_command(), logs)
-    plain_process, plain_result = run_plain(args, data, workdir)
-    tlcli = run_tlcli(args, data, workdir)
+    # Interleaved (plain, tlcli, plain, tlcli, ...), not all plain runs then all tlcli runs, so
+    # that a slow spell of the machine falls on both tools of a pair.
+    pairs = [run_pair(args, data, workdir, pair) for pair in range(1, args.repeat + 1)]
     floor_process, floor_result = run_floor(args, data, workdir)
     tf_import = run_child("tf-import", tf_import_command(), logs)
-    plain = {"process": asdict(plain_process), "result": plain_result}
-    return {
+    results = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "data": str(data),
-        "plain": plain,
-        "tlcli": tlcli,
+        "plain": pairs[0]["plain"],
+        "tlcli": pairs[0]["tlcli"],
         "floor": {"process": asdict(floor_process), "result": floor_result},
         "tf_import": asdict(tf_import),
-        "summary": {
-            "plain": plain_summary(plain["process"], plain_result),
-            "tlcli": tlcli_summary(tlcli),
-        },
+        "summary": pairs[0]["summary"],
     }
+    if args.repeat > 1:
+        results["repeats"] = pairs
+        results["repeat_summary"] = repeat_summary(pairs)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,11 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import config_dict
 
-from tlcli.files import atomic_dir, atomic_path, write_text
+from tlcli.files import RowWriter, atomic_dir, atomic_path, open_array, read_rows, write_text
 
 
 @contextlib.contextmanager
@@ -98,3 +99,43 @@ def _check_modes(root: Path, names: tuple[str, ...], file_mode: int, folder_mode
     assert set(files.values()) == {file_mode}, files
     folders = {name: mode for name, mode in written.items() if (root / name).is_dir()}
     assert set(folders.values()) <= {folder_mode}, folders
+
+
+def test_rows_read_from_a_cache_are_its_rows_in_any_order_and_part(tmp_path):
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 255, (3, 50, 4, 4, 3), dtype=np.uint8)  # (views, rows, sample)
+    with RowWriter(tmp_path / "a.npy", np.uint8, values.shape) as writer:
+        for view in range(3):
+            writer.write(view * 50, values[view, :30])  # rows 30-49 never written: zeros
+            writer.write(view * 50 + 30, values[view, 30:])
+    mapped = open_array(tmp_path / "a.npy")
+    np.testing.assert_array_equal(np.asarray(mapped), values)
+    index = np.sort(rng.choice(150, 40, replace=False))
+    flat = values.reshape(150, 4, 4, 3)
+    np.testing.assert_array_equal(read_rows(mapped, index, 3), flat[index])
+    np.testing.assert_array_equal(read_rows(mapped[2], [49, 0, 7], 3), values[2, [49, 0, 7]])
+    with pytest.raises(IndexError):
+        read_rows(mapped[2], [50], 3)
+
+
+def rss_file_kb() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["RssFile"].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_reading_a_cache_in_batches_leaves_its_pages_out_of_the_processs_rss(tmp_path):
+    rows, row_shape = 512, (64, 64, 3)  # 6 MB
+    with RowWriter(tmp_path / "cache.npy", np.uint8, (rows, *row_shape)) as writer:
+        for first in range(0, rows, 64):
+            writer.write(first, np.full((64, *row_shape), first % 251, np.uint8))
+    mapped = open_array(tmp_path / "cache.npy")
+    before = rss_file_kb()
+    for first in range(0, rows, 32):
+        batch = read_rows(mapped, np.arange(first, first + 32), 3)
+        assert batch[0, 0, 0, 0] == (first // 64 * 64) % 251
+    after_reads = rss_file_kb()
+    _ = int(np.asarray(mapped, np.int64).sum())  # the same pass through the map, to compare
+    after_map = rss_file_kb()
+    assert after_reads - before < 1024  # KB
+    assert after_map - after_reads > 5 * 1024

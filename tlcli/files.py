@@ -172,6 +172,8 @@ def cached_entry(
 # Every map of a file counts the pages it touched in the process's RSS again: two stages each
 # mapping a 2.7 GB decoded-image cache showed 5.4 GB. Shared while any reader holds it.
 _OPEN_ARRAYS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# A descriptor per open map, for `read_rows`; closed when its map is collected.
+_DESCRIPTORS: dict[int, int] = {}
 
 
 def open_array(path: Path):
@@ -189,9 +191,126 @@ def open_array(path: Path):
     key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
     array = _OPEN_ARRAYS.get(key)
     if array is None:
-        array = np.load(path, mmap_mode="r")
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            array = np.load(path, mmap_mode="r")
+        except BaseException:
+            os.close(descriptor)
+            raise
+        _DESCRIPTORS[id(array)] = descriptor
+        weakref.finalize(array, _close_descriptor, id(array))
         _OPEN_ARRAYS[key] = array
     return array
+
+
+def _close_descriptor(array_id: int) -> None:
+    with contextlib.suppress(KeyError, OSError):
+        os.close(_DESCRIPTORS.pop(array_id))
+
+
+def read_rows(array, index, sample_ndim: int):
+    """The rows `index` of `array`, seen as rows of its last `sample_ndim` axes, as a new array.
+
+    Rows of an `open_array` map (or of a part of one) are read from its file with `preadv`,
+    not through the map, which would count every page read in this process's RSS: one epoch
+    over a 2.7 GB decoded-image cache showed 2.7 GB more in `top`, and in the OOM killer's score.
+    Read this way, the pages stay in the kernel's page cache, shared and reclaimable. Rows in
+    a run (index sorted) come in one call. Other arrays are indexed as usual.
+
+    >>> import numpy as np, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.npy"
+    >>> np.save(path, np.arange(24).reshape(2, 3, 4))
+    >>> read_rows(open_array(path)[1], np.array([0, 2]), 1).tolist()
+    [[12, 13, 14, 15], [20, 21, 22, 23]]
+    >>> read_rows(open_array(path), np.array([5, 1]), 1)[:, 0].tolist()  # (2, 3) rows of 4
+    [20, 4]
+    """
+    import numpy as np
+
+    index = np.asarray(index, dtype=np.int64)
+    sample_shape = array.shape[array.ndim - sample_ndim :]
+    located = _file_position(array) if hasattr(os, "preadv") else None
+    if located is None:
+        return np.ascontiguousarray(array.reshape(-1, *sample_shape)[index])
+    descriptor, start = located
+    out = np.empty((len(index), *sample_shape), array.dtype)
+    row_bytes = out.itemsize * int(np.prod(sample_shape, dtype=np.int64))
+    if len(index) and (index.min() < 0 or index.max() * row_bytes >= array.nbytes):
+        raise IndexError(f"row {int(index.max())} is outside the array")
+    buffer = memoryview(out.reshape(-1).view(np.uint8))
+    runs = np.flatnonzero(np.diff(index) != 1) + 1
+    for first, last in zip([0, *runs.tolist()], [*runs.tolist(), len(index)], strict=True):
+        _read_exactly(
+            descriptor,
+            buffer[first * row_bytes : last * row_bytes],
+            start + int(index[first]) * row_bytes,
+        )
+    return out
+
+
+def _file_position(array) -> tuple[int, int] | None:
+    """(descriptor, offset in the file of array's first byte) for a C-ordered part of an
+    `open_array` map, else None. A slice of a map keeps its parent's `offset` attribute, so
+    the offset is worked out from the data addresses."""
+    import numpy as np
+
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    descriptor = _DESCRIPTORS.get(id(root))
+    if descriptor is None or not array.flags.c_contiguous or not isinstance(root, np.memmap):
+        return None
+    address = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return descriptor, root.offset + address
+
+
+def _read_exactly(descriptor: int, buffer: memoryview, offset: int) -> None:
+    while len(buffer):
+        count = os.preadv(descriptor, [buffer], offset)
+        if count <= 0:
+            raise OSError(f"unexpected end of file at byte {offset}")
+        buffer, offset = buffer[count:], offset + count
+
+
+class RowWriter:
+    """A new .npy file of `shape`, written a few rows at a time with file writes, not through a
+    memory map (which would count every page written in this process's RSS: a 100,000-image
+    cache is 2.7 GB). Rows never written read as zeros. Use as a context manager.
+
+    >>> import numpy as np, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.npy"
+    >>> with RowWriter(path, np.int64, (2, 3, 2)) as writer:
+    ...     writer.write(1, np.array([[1, 2], [3, 4]]))  # rows of 2: rows 1 and 2
+    >>> np.load(path)[0].tolist()
+    [[0, 0], [1, 2], [3, 4]]
+    """
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, ...]) -> None:
+        import numpy as np
+
+        # open_memmap writes the header (any .npy format version) and sizes the file sparsely.
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self.offset, self.dtype, self.nbytes = header.offset, header.dtype, header.nbytes
+        del header
+        self.file = open(path, "r+b")  # noqa: SIM115 - closed by __exit__
+
+    def write(self, row: int, values) -> None:
+        """Write `values`, a stack of rows, from row `row` of the file seen as rows the shape
+        of values[0]."""
+        import numpy as np
+
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        offset = row * (values.nbytes // max(1, len(values)))
+        if offset + values.nbytes > self.nbytes:
+            raise IndexError(f"rows {row}..{row + len(values) - 1} are outside the array")
+        self.file.seek(self.offset + offset)
+        self.file.write(memoryview(values.reshape(-1).view(np.uint8)))
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.file.close()
 
 
 def mark_used(path: Path) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from tlcli.data.folders import Folder
 from tlcli.data.images import decode_many
-from tlcli.files import atomic_path, cached_entry, mark_used, open_array, write_json
+from tlcli.files import RowWriter, atomic_path, cached_entry, mark_used, open_array, write_json
 
 # Bump when decode_image changes what it produces, so old caches are rebuilt.
 DECODER_VERSION = 3
@@ -93,20 +93,17 @@ def _decode_into(
     meta_path = array_path.with_suffix(".json")
     notes: dict[int, list[str]] = {}
     errors: dict[int, str] = {}
-    with atomic_path(array_path) as tmp:
-        pixels = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(folder.files), *size, 3)
-        )
+    shape = (len(folder.files), *size, 3)
+    with atomic_path(array_path) as tmp, RowWriter(tmp, np.uint8, shape) as pixels:
         for position, decoded in enumerate(decode_many(folder.files, size)):
             if decoded.error is not None:
                 errors[position] = decoded.error
             else:
-                pixels[position] = decoded.pixels
+                pixels.write(position, decoded.pixels[np.newaxis])
                 if decoded.notes:
                     notes[position] = decoded.notes
             if on_progress:
                 on_progress(1)
-        pixels.flush()
     write_json(meta_path, {"notes": notes, "errors": errors, "size": list(size)})
     meta = {"notes": notes, "errors": errors}
     return _from_meta(folder, open_array(array_path), meta, key)

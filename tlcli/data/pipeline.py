@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from tlcli.config import AugmentConfig
 from tlcli.data.stage_data import DecodedSplit
+from tlcli.files import read_rows
 
 # Random draws one augmentation layer may make per batch: each batch's generator state starts
 # at batch_number * DRAWS_PER_BATCH, so batches never share random numbers.
@@ -77,11 +78,11 @@ def make_dataset(
         order, view_of = epoch_plan(epoch)
         positions = order[batch * batch_size : (batch + 1) * batch_size]
         view_ids = view_of[positions]
-        # One read per batch from the memory map, in storage order (sequential on disk).
+        # Read in storage order (sequential on disk), from the file rather than its memory map.
         sort = np.lexsort((rows[positions], view_ids))
         positions, view_ids = positions[sort], view_ids[sort]
-        batch_pixels = source[view_ids, rows[positions]] if views > 1 else source[rows[positions]]
-        return np.ascontiguousarray(batch_pixels), labels[positions]
+        flat_rows = view_ids * source.shape[1] + rows[positions] if views > 1 else rows[positions]
+        return read_rows(source, flat_rows, len(sample_shape)), labels[positions]
 
     def load(number: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         batch, batch_labels = tf.numpy_function(

@@ -37,7 +37,7 @@ from tlcli.console import plural
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit, StageData
 from tlcli.errors import ConfigError
-from tlcli.files import atomic_path, cached_entry, mark_used, open_array, write_json
+from tlcli.files import RowWriter, atomic_path, cached_entry, mark_used, open_array, write_json
 from tlcli.model.freezing import unfreeze_top
 from tlcli.model.network import find_base
 from tlcli.model.split import SplitModel, split_at_head, split_in_base, top_up_to
@@ -215,10 +215,8 @@ def _cached_outputs(
         shape = (views, len(split), *feature_shape) if views > 1 else (len(split), *feature_shape)
         tick = progress(f"Caching {path_prefix.name}", views * len(split)) if progress else None
         started = time.perf_counter()
-        with atomic_path(path) as tmp:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        with atomic_path(path) as tmp, RowWriter(tmp, np.float32, shape) as array:
             for view in range(views):
-                target = array[view] if views > 1 else array
                 for chunk, start in enumerate(range(0, len(split), FEATURE_CHUNK)):
                     rows = slice(start, start + FEATURE_CHUNK)
                     model, part, view_augment = _chunk_input(
@@ -232,10 +230,9 @@ def _cached_outputs(
                         seed=seed + 7919 * view + chunk,
                     )
                     outputs = model.predict(inputs_only(dataset), verbose=0)
-                    target[start : start + len(part)] = outputs
+                    array.write(view * len(split) + start, outputs)
                     if tick:
                         tick(len(part))
-            array.flush()
         seconds = round(time.perf_counter() - started, 2)
         write_json(path.with_suffix(".json"), {"shape": list(shape), "seconds": seconds})
         return open_array(path)
