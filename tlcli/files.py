@@ -8,7 +8,9 @@ created with the user's usual permissions (mode 0666 or 0777 less the umask), as
 Cache entries (decoded images, cached features) may be shared by several runs and processes:
 one process builds an entry while the others wait for it (`exclusive_lock`), readers mark what
 they use (`mark_used`), and only entries nobody used for a while are deleted (`remove_stale`).
-A process maps each entry once (`open_array`), however many stages, trials or evaluations read it.
+A process maps each entry once (`open_array`), however many stages, trials or evaluations read it,
+and passes over an entry read its rows from the file (`read_rows`), so the pages they read stay
+in the kernel's page cache and out of the process's RSS (`RowWriter` writes entries the same way).
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())

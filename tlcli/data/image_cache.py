@@ -1,12 +1,13 @@
 """Decode every image of a folder once, in parallel, into a uint8 array on disk.
 
-Training then reads pixels from this array (a memory map the OS keeps in its page cache) instead
-of decoding JPEGs every epoch, and every unreadable file is found before the first epoch. The
-cache is keyed by the image size, the decoder version and each file's path, size and mtime: any
-change to the files rebuilds it. Disk use is files x height x width x 3 bytes (10,000 images at
-224x224: 1.5 GB). Runs and processes may share one cache folder (`cache_dir`): one process
-decodes a folder while the others wait for it, and an entry is deleted only after nobody used
-it for a while (`tlcli.files.remove_stale`).
+Training then reads batches of rows from this file (`tlcli.files.read_rows`: the OS keeps it in its
+page cache, outside the process's RSS, whatever the dataset size) instead of decoding JPEGs every
+epoch, and every unreadable file is found before the first epoch. The cache is keyed by the image
+size, the decoder version and each file's path, size and mtime: any change to the files rebuilds
+it. Disk use is files x height x width x 3 bytes (10,000 images at 224x224: 1.5 GB). Runs and
+processes may share one cache folder (`cache_dir`): one process decodes a folder while the others
+wait for it, and an entry is deleted only after nobody used it for a while
+(`tlcli.files.remove_stale`).
 
 >>> import tempfile
 >>> from tlcli.data.folders import scan_folder

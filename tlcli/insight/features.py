@@ -19,6 +19,7 @@ from tlcli.config import Config, HeadConfig
 from tlcli.console import Console
 from tlcli.data.stage_data import StageData
 from tlcli.errors import ConfigError, Remedy
+from tlcli.files import read_rows
 from tlcli.rundir import RunDir
 from tlcli.runtime.distribute import write_path
 from tlcli.runtime.scope import model_scope
@@ -82,7 +83,10 @@ def target_features(cfg: Config, run: RunDir, console: Console) -> DatasetFeatur
             names=tuple(data.splits),
         )
     names = list(data.splits)
-    features = np.concatenate([np.asarray(cached[n].pixels, np.float32) for n in names])
+    # Read from the files, not through their maps: the features would count twice in RSS.
+    features = np.concatenate(
+        [read_rows(f, np.arange(len(f)), f.ndim - 1) for f in (cached[n].pixels for n in names)]
+    ).astype(np.float32, copy=False)
     return DatasetFeatures(
         classes=data.classes,
         paths=[p for n in names for p in data.splits[n].paths],

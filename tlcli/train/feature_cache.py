@@ -2,9 +2,9 @@
 
 With a frozen base, plain Keras runs the whole base forward for every image in every epoch
 although its output never changes; that pass is nearly all the work of a frozen stage. Here it
-runs once per image (per augmented view), the outputs go to a float32 array on disk (a memory
-map: RAM use stays bounded by one chunk of FEATURE_CHUNK images, whatever the dataset size),
-and the trainable top trains on them for every epoch.
+runs once per image (per augmented view), the outputs go to a float32 array on disk, written a
+chunk and read a batch at a time (RAM use stays bounded by one chunk of FEATURE_CHUNK images,
+whatever the dataset size), and the trainable top trains on them for every epoch.
 
 Without augmentation this is exact: the same model as uncached training, up to float rounding.
 With augmentation, `views` augmented copies of each training image are cached (view 0 is the

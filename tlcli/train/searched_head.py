@@ -22,7 +22,7 @@ import numpy as np
 
 import tlcli.train.head_search as head_search
 from tlcli.console import plural
-from tlcli.files import write_csv_rows, write_json
+from tlcli.files import read_rows, write_csv_rows, write_json
 from tlcli.model.output_layer import output_layer
 from tlcli.runtime.scope import model_scope
 from tlcli.train.fitting import FitOutcome
@@ -131,9 +131,12 @@ def _configured_head(job: StageJob, top, x: np.ndarray, y: np.ndarray, class_wei
 
 
 def _rows(inputs: TrainingInputs, names: list[str]) -> np.ndarray:
-    return np.concatenate(
-        [np.asarray(inputs.splits[n].pixels[inputs.splits[n].rows]) for n in names]
-    )
+    return np.concatenate([_read(inputs.splits[n].pixels, inputs.splits[n].rows) for n in names])
+
+
+def _read(cached: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Rows of a cached array in memory, read from its file (not its map: not twice in RSS)."""
+    return read_rows(cached, np.arange(len(cached)) if rows is None else rows, cached.ndim - 1)
 
 
 def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) -> np.ndarray:
@@ -149,7 +152,7 @@ def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) ->
             batch_size=job.data_cfg.batch_size, cache_dir=job.cfg.cache_path,
             tag=f"{job.name}-mirror", progress=progress, names=tuple(names),
         )  # fmt: skip
-    return np.concatenate([np.asarray(splits[n].pixels) for n in names])
+    return np.concatenate([_read(splits[n].pixels) for n in names])
 
 
 def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
