@@ -210,8 +210,9 @@ def _close_descriptor(array_id: int) -> None:
         os.close(_DESCRIPTORS.pop(array_id))
 
 
-def read_rows(array, index, sample_ndim: int):
-    """The rows `index` of `array`, seen as rows of its last `sample_ndim` axes, as a new array.
+def read_rows(array, index=None, sample_ndim: int | None = None):
+    """The rows `index` (default: all) of `array`, seen as rows of its last `sample_ndim` axes
+    (default: all but the first), as a new array.
 
     Rows of an `open_array` map (or of a part of one) are read from its file with `preadv`,
     not through the map, which would count every page read in this process's RSS: one epoch
@@ -226,10 +227,14 @@ def read_rows(array, index, sample_ndim: int):
     [[12, 13, 14, 15], [20, 21, 22, 23]]
     >>> read_rows(open_array(path), np.array([5, 1]), 1)[:, 0].tolist()  # (2, 3) rows of 4
     [20, 4]
+    >>> read_rows(open_array(path)).shape
+    (2, 3, 4)
     """
     import numpy as np
 
-    index = np.asarray(index, dtype=np.int64)
+    sample_ndim = array.ndim - 1 if sample_ndim is None else sample_ndim
+    rows = int(np.prod(array.shape[: array.ndim - sample_ndim], dtype=np.int64))
+    index = np.arange(rows) if index is None else np.asarray(index, dtype=np.int64)
     sample_shape = array.shape[array.ndim - sample_ndim :]
     located = _file_position(array) if hasattr(os, "preadv") else None
     if located is None:

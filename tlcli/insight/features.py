@@ -84,9 +84,8 @@ def target_features(cfg: Config, run: RunDir, console: Console) -> DatasetFeatur
         )
     names = list(data.splits)
     # Read from the files, not through their maps: the features would count twice in RSS.
-    features = np.concatenate(
-        [read_rows(f, np.arange(len(f)), f.ndim - 1) for f in (cached[n].pixels for n in names)]
-    ).astype(np.float32, copy=False)
+    features = np.concatenate([read_rows(cached[n].pixels) for n in names])
+    features = features.astype(np.float32, copy=False)
     return DatasetFeatures(
         classes=data.classes,
         paths=[p for n in names for p in data.splits[n].paths],

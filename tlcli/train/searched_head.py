@@ -131,12 +131,10 @@ def _configured_head(job: StageJob, top, x: np.ndarray, y: np.ndarray, class_wei
 
 
 def _rows(inputs: TrainingInputs, names: list[str]) -> np.ndarray:
-    return np.concatenate([_read(inputs.splits[n].pixels, inputs.splits[n].rows) for n in names])
-
-
-def _read(cached: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Rows of a cached array in memory, read from its file (not its map: not twice in RSS)."""
-    return read_rows(cached, np.arange(len(cached)) if rows is None else rows, cached.ndim - 1)
+    # read_rows, not the map: the features would count twice in RSS (file pages and the copy)
+    return np.concatenate(
+        [read_rows(inputs.splits[n].pixels, inputs.splits[n].rows) for n in names]
+    )
 
 
 def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) -> np.ndarray:
@@ -152,7 +150,7 @@ def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) ->
             batch_size=job.data_cfg.batch_size, cache_dir=job.cfg.cache_path,
             tag=f"{job.name}-mirror", progress=progress, names=tuple(names),
         )  # fmt: skip
-    return np.concatenate([_read(splits[n].pixels) for n in names])
+    return np.concatenate([read_rows(splits[n].pixels) for n in names])
 
 
 def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
