@@ -466,8 +466,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     data = prepare_data(args, workdir)
     note(f"data: {data} ({read_every_file(data) / 2**20:.1f} MB read to warm the page cache)")
     run_child("warm-up-import", tf_import_command(), logs)
-    # Interleaved (plain, tlcli, plain, tlcli, ...), not all plain runs then all tlcli runs, so
-    # that a slow spell of the machine falls on both tools of a pair.
+    # Interleaved pairs (plain, tlcli, tlcli, plain, ...: see run_pair), not all plain runs then
+    # all tlcli runs, so that a slow spell of the machine falls on both tools of a pair.
     pairs = [run_pair(args, data, workdir, pair) for pair in range(1, args.repeat + 1)]
     floor_process, floor_result = run_floor(args, data, workdir)
     tf_import = run_child("tf-import", tf_import_command(), logs)

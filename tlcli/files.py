@@ -233,17 +233,18 @@ def read_rows(array, index=None, sample_ndim: int | None = None):
     import numpy as np
 
     sample_ndim = array.ndim - 1 if sample_ndim is None else sample_ndim
-    rows = int(np.prod(array.shape[: array.ndim - sample_ndim], dtype=np.int64))
+    leading = array.shape[: array.ndim - sample_ndim]
+    sample_shape = array.shape[len(leading) :]
+    rows = int(np.prod(leading, dtype=np.int64))
     index = np.arange(rows) if index is None else np.asarray(index, dtype=np.int64)
-    sample_shape = array.shape[array.ndim - sample_ndim :]
+    if len(index) and (index.min() < 0 or index.max() >= rows):
+        raise IndexError(f"rows {index.min()}..{index.max()} are not all in 0..{rows - 1}")
     located = _file_position(array) if hasattr(os, "preadv") else None
-    if located is None:
-        return np.ascontiguousarray(array.reshape(-1, *sample_shape)[index])
+    if located is None:  # the leading axes indexed as they are: a reshape may copy the array
+        return np.ascontiguousarray(array[np.unravel_index(index, leading)])
     descriptor, start = located
     out = np.empty((len(index), *sample_shape), array.dtype)
     row_bytes = out.itemsize * int(np.prod(sample_shape, dtype=np.int64))
-    if len(index) and (index.min() < 0 or index.max() * row_bytes >= array.nbytes):
-        raise IndexError(f"row {int(index.max())} is outside the array")
     buffer = memoryview(out.reshape(-1).view(np.uint8))
     runs = np.flatnonzero(np.diff(index) != 1) + 1
     for first, last in zip([0, *runs.tolist()], [*runs.tolist(), len(index)], strict=True):
