@@ -89,10 +89,31 @@ def test_cached_training_gives_the_uncached_model(image_folder, write_config, cl
     _check_evaluate_uses_exact_cache(cli, write_config, cached, runs / cached["name"])
 
 
+def test_evaluate_with_flip_tta_runs_the_top_on_the_cached_image_and_mirror_outputs(
+    image_folder, write_config, cli
+):
+    """A cached stage saved with flip TTA caches the mirror images' outputs of the split
+    evaluate scores; evaluate averages the top's predictions on both, as the saved model does."""
+    config = config_dict(
+        image_folder,
+        model={"base": "vgg16", "weights": "none", "head": {"dense": []}, "tta": "flip"},
+        finetune={"epochs": 3, "cache": "on", "search": "off"},
+        unfreeze={"from_block": "block5", "epochs": 1, "cache": "on", "interpolate": "off"},
+    )
+    config = _train(cli, write_config, config, "tta")
+    run = image_folder.parent / "runs" / "tta"
+    for stage in ("finetune", "unfreeze"):
+        assert json.loads((run / stage / "stage.json").read_text())["tta"] == "flip"
+        assert list((run / "cache").glob(f"features-{stage}-mirror-test-*.npy")), stage
+    _check_evaluate_uses_exact_cache(cli, write_config, config, run)
+
+
 def _check_evaluate_uses_exact_cache(cli, write_config, config, run):
     """`run` evaluated each stage on the features its stage cached, with the top it saved;
-    without that top, evaluate finds them from the whole model's bottom; without them, it runs
-    the whole model: the same predictions each time."""
+    without that top, evaluate finds them from the whole model's bottom (not with flip TTA: the
+    mirror outputs are the stage's alone); without them, it runs the whole model: the same
+    predictions each time."""
+    tta = json.loads((run / "finetune" / "stage.json").read_text())["tta"] is not None
     from_cache = {}
     for stage in ("finetune", "unfreeze"):
         metrics = json.loads((run / stage / "metrics.json").read_text())
@@ -108,7 +129,7 @@ def _check_evaluate_uses_exact_cache(cli, write_config, config, run):
             result = cli("evaluate", again, "--stage", stage)
             assert result.exit_code == 0, result.output
             used = json.loads((run / stage / "metrics.json").read_text())["cached_features"]
-            assert bool(used) == (removed == "top"), (removed, used)
+            assert bool(used) == (removed == "top" and not tta), (removed, used)
             scored = np.load(run / stage / "predictions.npz")["probabilities"]
             np.testing.assert_allclose(probabilities, scored, atol=1e-5)
 

@@ -139,10 +139,11 @@ def predict_split(
 
     After a cached stage, the frozen bottom's outputs on `split` are in the cache, exact (no
     augmentation): only the top runs on them, the same predictions as the whole model up to
-    float rounding. Right after the stage its saved top is enough (`cached_top`); later (say,
-    model.keras calibrated since), the whole model is loaded and its bottom's hash finds the
-    outputs (`exact_cached_outputs`). Otherwise (None; always with flip TTA inside) the whole
-    model runs on the images.
+    float rounding. Right after the stage its saved top is enough (`cached_top`; with flip TTA
+    inside, the stage cached the mirror images' outputs too, and the top's predictions on both
+    are averaged); later (say, model.keras calibrated since), the whole model is loaded and its
+    bottom's hash finds the outputs (`exact_cached_outputs`, not with TTA). Otherwise (None)
+    the whole model runs on the images.
     """
     import keras
 
@@ -159,7 +160,7 @@ def predict_split(
     if found is None:
         model = keras.models.load_model(run.model_path(stage), compile=False)
         split_model = None
-        if has_tta(model):  # its top also sees mirrored images, which no cache holds
+        if has_tta(model):  # the mirror branch's outputs are kept only by the stage itself
             split_model = None
         elif stage == "finetune":
             split_model = split_at_head(model)
@@ -169,12 +170,14 @@ def predict_split(
         if features is None:
             dataset = make_dataset(split, num_classes, cfg.data.batch_size)
             return np.asarray(model.predict(inputs_only(dataset), verbose=0), np.float32), None
-        found, cut = (split_model.top, features), split_model.cut
-    top, features = found
-    cached = dataclasses.replace(split, pixels=features, rows=np.arange(len(split)))
-    dataset = make_dataset(cached, num_classes, cfg.data.batch_size)
-    probabilities = np.asarray(top.predict(inputs_only(dataset), verbose=0), np.float32)
-    return probabilities, cut
+        found, cut = (split_model.top, [features]), split_model.cut
+    top, outputs = found
+    probabilities = []
+    for features in outputs:  # with flip TTA: the image's, then its mirror image's
+        cached = dataclasses.replace(split, pixels=features, rows=np.arange(len(split)))
+        dataset = make_dataset(cached, num_classes, cfg.data.batch_size)
+        probabilities.append(np.asarray(top.predict(inputs_only(dataset), verbose=0), np.float32))
+    return np.mean(probabilities, axis=0, dtype=np.float32), cut  # TTA: as tta_mean averages
 
 
 def evaluation_split(cfg: Config, split: str | None = None) -> str:

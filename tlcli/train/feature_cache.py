@@ -150,6 +150,30 @@ def cache_split_outputs(
     return out, reused_all
 
 
+def cache_mirror_outputs(
+    bottom: keras.Model,
+    top: keras.Model,
+    data: StageData,
+    *,
+    batch_size: int,
+    cache_dir: Path,
+    tag: str,
+    names: tuple[str, ...],
+    progress=None,
+) -> dict[str, DecodedSplit]:
+    """The bottom's outputs for the mirror images of the splits `names`, cached under
+    `{tag}-mirror`: what flip TTA's mirror branch feeds `top`, for the head search (train and
+    val) and for evaluate after a stage saved with TTA (the split it scores)."""
+    from tlcli.model.tta import mirrored
+
+    split = SplitModel(mirrored(bottom, name="mirrored_bottom"), top, "mirror")
+    splits, _ = cache_split_outputs(
+        split, data, views=1, augment=None, seed=0, batch_size=batch_size,
+        cache_dir=cache_dir, tag=f"{tag}-mirror", progress=progress, names=names,
+    )  # fmt: skip
+    return splits
+
+
 def shared_prefix(
     cfg: Config,
     model: keras.Model,
@@ -241,37 +265,50 @@ def _cached_outputs(
 
 
 def keep_top_for_evaluate(
-    stage_dir: Path, model_path: Path, top: keras.Model, splits: dict[str, DecodedSplit], views: int
+    stage_dir: Path,
+    model_path: Path,
+    top: keras.Model,
+    splits: dict[str, DecodedSplit],
+    views: int,
+    mirrors: dict[str, DecodedSplit] | None = None,
 ) -> dict:
     """After a cached stage: save its trained top beside model.keras (TOP_FILE), and return
     what `cached_top` needs to score a split without loading the whole model: the hash of
-    model.keras and, per split cached exactly (no views), its outputs file and pixels key."""
+    model.keras and, per split cached exactly (no views), its outputs file and pixels key.
+
+    `mirrors` (None: the stage saved no TTA) holds the mirror images' outputs of the splits
+    that have them: with flip TTA in model.keras, only those splits can be scored on the cache.
+    """
     with atomic_path(stage_dir / TOP_FILE) as tmp:
         top.save(tmp)
-    return {
-        "model_sha1": file_sha1(model_path),
-        "exact_splits": {
-            name: {"file": str(split.pixels.filename), "key": split.key}
-            for name, split in splits.items()
-            if isinstance(split.pixels, np.memmap) and (name != "train" or views == 1)
-        },
+    exact = {
+        name: {"file": str(split.pixels.filename), "key": split.key}
+        for name, split in splits.items()
+        if isinstance(split.pixels, np.memmap) and (name != "train" or views == 1)
     }
+    for name, mirror in (mirrors or {}).items():
+        if name in exact and isinstance(mirror.pixels, np.memmap):
+            exact[name]["mirror_file"] = str(mirror.pixels.filename)
+    return {"model_sha1": file_sha1(model_path), "tta": mirrors is not None, "exact_splits": exact}
 
 
 def cached_top(
     stage_dir: Path, record: dict, model_path: Path, split: DecodedSplit
-) -> tuple[keras.Model, np.ndarray] | None:
+) -> tuple[keras.Model, list[np.ndarray]] | None:
     """(the stage's top, the bottom's outputs on `split`) when its stage cached them exactly
-    and model.keras is still the model it saved (`keep_top_for_evaluate`), else None."""
+    and model.keras is still the model it saved (`keep_top_for_evaluate`), else None. With
+    flip TTA the outputs are two: the image's and its mirror image's (their predictions are
+    averaged, as the saved model's `tta_mean` does)."""
     entry = record.get("exact_splits", {}).get(split.name)
     if not entry or entry["key"] != split.key or not (stage_dir / TOP_FILE).is_file():
         return None
-    if record.get("model_sha1") != file_sha1(model_path):  # e.g. calibrated since
+    files = [entry["file"], *([entry.get("mirror_file")] if record.get("tta") else [])]
+    if None in files or record.get("model_sha1") != file_sha1(model_path):  # calibrated since?
         return None
-    features = _load_cached(Path(entry["file"]))
-    if features is None or len(features) != len(split):
+    outputs = [_load_cached(Path(file)) for file in files]
+    if any(features is None or len(features) != len(split) for features in outputs):
         return None
-    return keras.models.load_model(stage_dir / TOP_FILE, compile=False), features
+    return keras.models.load_model(stage_dir / TOP_FILE, compile=False), outputs
 
 
 def file_sha1(path: Path) -> str:

@@ -139,16 +139,12 @@ def _rows(inputs: TrainingInputs, names: list[str]) -> np.ndarray:
 
 def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) -> np.ndarray:
     """The frozen bottom's outputs for the mirror images (cached like the others)."""
-    from tlcli.model.split import SplitModel
-    from tlcli.model.tta import mirrored
-    from tlcli.train.feature_cache import cache_split_outputs
+    from tlcli.train.feature_cache import cache_mirror_outputs
 
     with model_scope(job.cfg.run), job.console.progress() as progress:
-        split = SplitModel(mirrored(inputs.bottom, name="mirrored_bottom"), inputs.model, "mirror")
-        splits, _ = cache_split_outputs(
-            split, job.data, views=1, augment=None, seed=job.cfg.seed,
-            batch_size=job.data_cfg.batch_size, cache_dir=job.cfg.cache_path,
-            tag=f"{job.name}-mirror", progress=progress, names=tuple(names),
+        splits = cache_mirror_outputs(
+            inputs.bottom, inputs.model, job.data, batch_size=job.data_cfg.batch_size,
+            cache_dir=job.cfg.cache_path, tag=job.name, names=tuple(names), progress=progress,
         )  # fmt: skip
     return np.concatenate([read_rows(splits[n].pixels) for n in names])
 
