@@ -21,33 +21,6 @@ SHARED = REPO.parent / "shared"
 SHAPES = ("disc", "square", "cross", "bar")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n`, on by default: pyproject.toml), keep the tests that share one of
-    our session- or module-scoped fixtures (a trained run, its exports, a finished sweep) on one
-    worker, so that each is built once and not once per worker (`--dist loadgroup`)."""
-    group_of: dict[str, str] = {}  # union-find: tests sharing any such fixture, one group
-
-    def find(key: str) -> str:
-        while group_of.setdefault(key, key) != key:
-            key = group_of[key]
-        return key
-
-    shared = []
-    for item in items:
-        definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-        keys = [
-            name if defs[-1].scope == "session" else item.nodeid.split("::")[0]
-            for name, defs in definitions.items()
-            if defs[-1].scope in ("session", "module") and defs[-1].baseid  # ours, not pytest's
-        ]
-        for key in keys[1:]:
-            group_of[find(key)] = find(keys[0])
-        shared.append((item, keys))
-    for item, keys in shared:
-        if keys:
-            item.add_marker(pytest.mark.xdist_group(find(keys[0])))
-
-
 def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
     """A bright shape on a dark noisy background: learnable in a few epochs at 32 px."""
     background = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
