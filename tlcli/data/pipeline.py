@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 
 import keras
@@ -41,6 +42,10 @@ from tlcli.files import read_rows
 # Random draws one augmentation layer may make per batch: each batch's generator state starts
 # at batch_number * DRAWS_PER_BATCH, so batches never share random numbers.
 DRAWS_PER_BATCH = 64
+# Fixed parallelism instead of tf.data's autotuning (see `_options`): a batch is read and
+# converted in parallel on every core, and the next PREFETCH_BATCHES wait ready for the model.
+PARALLEL_CALLS = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+PREFETCH_BATCHES = 2
 
 
 def make_dataset(
@@ -94,26 +99,34 @@ def make_dataset(
 
     first, last = epochs
     dataset = tf.data.Dataset.range(first * steps, last * steps)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(load, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
     layers = augmentation_layers(augment, sample_shape[:2], seed) if augment else []
     if layers:
         dataset = dataset.map(
-            _augmenter(layers), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            _augmenter(layers), num_parallel_calls=PARALLEL_CALLS, deterministic=True
         )
     else:
         dataset = dataset.map(lambda inputs, onehot, number: (inputs, onehot))
     if class_weights is not None:
         weights = tf.constant(class_weights, tf.float32)
         dataset = dataset.map(
-            lambda inputs, onehot: (inputs, onehot, tf.linalg.matvec(onehot, weights)),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            lambda inputs, onehot: (inputs, onehot, tf.linalg.matvec(onehot, weights))
         )
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(_options())
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    # Autotuning off. Its model thread sleeps between optimisations for a period that doubles
+    # up to a minute, and destroying the iterator waits out that sleep (TensorFlow 2.21): at
+    # the end of a stage's fit() the process sat idle for up to 27 s, a third of an unfrozen
+    # stage's time in benchmark run E. Gathering rows of the decoded cache needs no tuning.
+    options.autotune.enabled = False
     # Under a multi-worker strategy every worker runs this same pipeline (same seed, same
     # order) and keeps its share of each global batch: DATA sharding. There are no files to
     # shard by, so AUTO would fall back to DATA with a warning. Ignored without tf.distribute.
-    options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+    return options
 
 
 @dataclass
