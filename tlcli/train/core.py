@@ -77,7 +77,8 @@ def train_and_save(job: StageJob, model) -> StageResult:
     """Train (the head search, or fit on cached frozen outputs when that pays), save the whole
     model, with flip test-time augmentation inside when the stage uses it."""
     from tlcli.model.tta import with_flip_tta
-    from tlcli.train.searched_head import fit_head_by_search, search_plan
+    from tlcli.train.evaluate import evaluation_split
+    from tlcli.train.searched_head import fit_head_by_search, mirror_outputs, search_plan
 
     inputs = training_inputs(job, model)
     search = search_plan(job, inputs) if job.name == "finetune" else None
@@ -97,9 +98,10 @@ def train_and_save(job: StageJob, model) -> StageResult:
     if is_chief() and inputs.cache["used"]:  # evaluate may then run the top alone
         from tlcli.train.feature_cache import keep_top_for_evaluate
 
+        mirrors = mirror_outputs(job, inputs, (evaluation_split(job.cfg),)) if tta else None
         inputs.cache["evaluate"] = keep_top_for_evaluate(
             job.stage_dir, job.run.model_path(job.name), inputs.model, inputs.splits,
-            inputs.views, mirror_outputs(job, inputs) if tta else None,
+            inputs.views, mirrors,
         )  # fmt: skip
     if is_chief():
         end_stage(job, outcome, inputs.cache, runtime, {"tta": "flip" if tta else None})
@@ -115,23 +117,6 @@ def train_and_save(job: StageJob, model) -> StageResult:
         job.name, job.run.model_path(job.name), False, outcome.epochs_done, outcome.seconds,
         val_accuracy,
     )  # fmt: skip
-
-
-def mirror_outputs(job: StageJob, inputs: TrainingInputs) -> dict[str, DecodedSplit]:
-    """For a cached stage saved with flip TTA: the bottom's outputs for the mirror images of the
-    split evaluate scores. One pass of the bottom here spares evaluate loading the whole model
-    and running it twice (image and mirror) over that split."""
-    from tlcli.train.evaluate import evaluation_split
-    from tlcli.train.feature_cache import cache_mirror_outputs
-
-    name = evaluation_split(job.cfg)
-    if name not in job.data.splits:
-        return {}
-    with model_scope(job.cfg.run), job.console.progress() as progress:
-        return cache_mirror_outputs(
-            inputs.bottom, inputs.model, job.data, batch_size=job.data_cfg.batch_size,
-            cache_dir=job.cfg.cache_path, tag=job.name, names=(name,), progress=progress,
-        )  # fmt: skip
 
 
 def fit_as_configured(job: StageJob, model, inputs: TrainingInputs):

@@ -28,6 +28,7 @@ from tlcli.runtime.scope import model_scope
 from tlcli.train.fitting import FitOutcome
 
 if TYPE_CHECKING:
+    from tlcli.data.stage_data import DecodedSplit
     from tlcli.train.core import StageJob, TrainingInputs
 
 
@@ -139,14 +140,27 @@ def _rows(inputs: TrainingInputs, names: list[str]) -> np.ndarray:
 
 def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) -> np.ndarray:
     """The frozen bottom's outputs for the mirror images (cached like the others)."""
+    splits = mirror_outputs(job, inputs, tuple(names))
+    return np.concatenate([read_rows(splits[n].pixels) for n in names])
+
+
+def mirror_outputs(
+    job: StageJob, inputs: TrainingInputs, names: tuple[str, ...]
+) -> dict[str, DecodedSplit]:
+    """The frozen bottom's outputs for the mirror images of the splits `names` (those the data
+    has), cached: for the head search's mirror candidates (train, val), and after a cached stage
+    saved with flip TTA for the split evaluate scores, so that evaluate runs the top alone
+    instead of the whole model twice (image and mirror)."""
     from tlcli.train.feature_cache import cache_mirror_outputs
 
+    names = tuple(name for name in names if name in job.data.splits)
+    if not names:  # e.g. no split to evaluate: nothing to build the mirrored bottom for
+        return {}
     with model_scope(job.cfg.run), job.console.progress() as progress:
-        splits = cache_mirror_outputs(
+        return cache_mirror_outputs(
             inputs.bottom, inputs.model, job.data, batch_size=job.data_cfg.batch_size,
-            cache_dir=job.cfg.cache_path, tag=job.name, names=tuple(names), progress=progress,
+            cache_dir=job.cfg.cache_path, tag=job.name, names=names, progress=progress,
         )  # fmt: skip
-    return np.concatenate([read_rows(splits[n].pixels) for n in names])
 
 
 def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
