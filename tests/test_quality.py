@@ -28,22 +28,33 @@ def data(tmp_path_factory):
     )
 
 
-def test_search_off_trains_the_head_as_configured_bit_for_bit(data, write_config, cli):
-    """search: off is today's training exactly: the same as a config whose own optimizer turns
-    the search off; auto (the default) searches instead and records what it chose."""
+def test_search_follows_values_never_whether_a_key_was_written(data, write_config, cli):
+    """A finetune section that writes out its defaults (optimizer, schedule, label smoothing,
+    early stopping) trains the same head as one that leaves them out: the search runs in both.
+    `search: off` trains the head as configured instead, with no search.json."""
     head = {"dense": [], "dropout": 0.2}
+    written_out = {
+        "epochs": 1,
+        "optimizer": {"name": "adam", "learning_rate": 1e-3},
+        "schedule": {"name": "constant"},
+        "label_smoothing": 0.0,
+        "early_stopping": None,
+    }
     runs = {}
     for name, finetune in {
         "off": {"epochs": 1, "search": "off"},
-        "configured": {"epochs": 1, "optimizer": {"name": "adam", "learning_rate": 1e-3}},
+        "written": written_out,
         "auto": {"epochs": 1},
     }.items():
         config = config_dict(data, name=name, model={"head": head}, finetune=finetune)
         result = cli("run", write_config(config, f"{name}.yaml"))
         assert result.exit_code == 0, result.output
         runs[name] = data.parent / "runs" / name
-    off, configured = _weights(runs["off"], "finetune"), _weights(runs["configured"], "finetune")
-    assert all(np.array_equal(a, b) for a, b in zip(off, configured, strict=True))
+    auto, written = _weights(runs["auto"], "finetune"), _weights(runs["written"], "finetune")
+    assert all(np.array_equal(a, b) for a, b in zip(auto, written, strict=True))
+    assert (
+        _state(runs["written"], "finetune")["search"] == _state(runs["auto"], "finetune")["search"]
+    )
     assert "search" not in _state(runs["off"], "finetune")
     assert not (runs["off"] / "finetune" / "search.json").exists()
 
@@ -51,7 +62,7 @@ def test_search_off_trains_the_head_as_configured_bit_for_bit(data, write_config
     assert chosen["lambda"] in head_search.LAMBDAS
     searched = json.loads((runs["auto"] / "finetune" / "search.json").read_text())
     assert len(searched["candidates"]) == 2 * len(head_search.LAMBDAS)  # with mirror images
-    auto = _weights(runs["auto"], "finetune")
+    off = _weights(runs["off"], "finetune")
     assert not np.array_equal(auto[-1], off[-1]), "the searched head is another head"
 
 

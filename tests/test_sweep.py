@@ -201,7 +201,10 @@ def test_a_sweep_section_and_a_shared_cache_leave_stage_fingerprints_alone(
         ({}, {"finetune.epochs": "int(2, 9)", "seed": [1, 2]}, ["finetune.epochs"]),
         ({"finetune": {"search": "off"}}, {"model.head.dropout": "uniform(0, 0.5)"}, []),
         ({}, {"model.head.dropout": "uniform(0, 0.5)",
-              "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)"}, []),
+              "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)"},
+         ["model.head.dropout", "finetune.optimizer.learning_rate"]),
+        ({}, {"finetune.label_smoothing": [0.0, 0.1]}, ["finetune.label_smoothing"]),
+        ({}, {"finetune.epochs": "int(2, 9)", "data.augment.flip": ["none", "horizontal"]}, []),
         ({"model": {"head": {"dense": [8]}}}, {"finetune.epochs": "int(2, 9)"}, []),
     ],
 )  # fmt: skip

@@ -344,10 +344,10 @@ class FinetuneConfig(FrozenCache, TrainStage):
     search: AutoOff = Field(
         "auto",
         description="auto: fit the head on the cached features by k-fold search over L2 "
-        "strength and mirrored images, when the head is one dense layer, the features are "
-        "cached exactly and no optimizer, schedule, label_smoothing or early_stopping is set "
-        "(the head as configured, scored on the same folds, is kept when no candidate beats "
-        "it); off: train the head with the optimizer for `epochs`",
+        "strength and mirrored images, when the head is one dense layer and the features are "
+        "cached exactly (no data.augment); the head as configured (optimizer, schedule, "
+        "epochs, ...) is scored on the same folds and kept when no candidate beats it; "
+        "off: train the head with the optimizer for `epochs`",
     )
 
 

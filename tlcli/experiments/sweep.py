@@ -33,14 +33,15 @@ from tlcli.experiments.space import suggest, trial_config
 from tlcli.files import write_json, write_text
 from tlcli.rundir import Mode
 from tlcli.runtime.startup import import_tensorflow
-from tlcli.train.head_search import TRAINING_KEYS, search_blocker
+from tlcli.train.head_search import BASELINE_KEYS, search_blocker
 
 # What the finetune head search (finetune.search: auto) decides itself: sweeping these moves
 # only the head as configured, which the search keeps only when no candidate beats it.
-SEARCH_DECIDES = ("model.head.dropout", "finetune.epochs")
-# Swept, these turn the search off in a trial (tlcli.train.head_search.search_blocker).
-SEARCH_OFF_WHEN_SET = (
-    *(f"finetune.{key}" for key in TRAINING_KEYS), "finetune.search", "model.head.dense",
+SEARCH_DECIDES = ("model.head.dropout", *(f"finetune.{key}" for key in BASELINE_KEYS))
+# Keys whose *values* can switch the search off in a trial (head_search.search_blocker).
+SEARCH_SWITCHES = (
+    "finetune.search", "model.head.dense", "data.augment", "finetune.cache",
+    "finetune.cache_views",
 )  # fmt: skip
 
 
@@ -51,9 +52,9 @@ def keys_the_search_decides(cfg: Config) -> list[str]:
         cfg.finetune, cfg.model.head, cfg.data.augment.enabled, cached=True
     ):
         return []
-    if any(key.startswith(off) for key in swept for off in SEARCH_OFF_WHEN_SET):
+    if any(key.startswith(switch) for key in swept for switch in SEARCH_SWITCHES):
         return []
-    return [key for key in swept if key in SEARCH_DECIDES]
+    return [key for key in swept if key.startswith(SEARCH_DECIDES)]
 
 
 @dataclass
