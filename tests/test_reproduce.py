@@ -72,3 +72,33 @@ def test_the_model_cards_command_retrains_the_same_model(first_run):
             np.load(again / stage / "predictions.npz") as b,
         ):
             assert np.array_equal(a["probabilities"], b["probabilities"]), stage
+
+
+def test_card_and_report_say_what_decided_the_model(first_run):
+    """The head search's choice, flip TTA and the weight mix are in the model card and
+    report.html, and the finetune figure shows the search's candidates, not one point."""
+    finetune_card = (first_run / "finetune" / "MODEL_CARD.md").read_text()
+    chosen = _state(first_run, "finetune")["search"]
+    assert "the head was fitted by the head search" in finetune_card
+    assert f"L2 {chosen['lambda']:g}" in finetune_card
+    assert "0 of 2 epochs" not in finetune_card
+    assert "flip test-time augmentation inside the model" in finetune_card
+    unfreeze_card = (first_run / "unfreeze" / "MODEL_CARD.md").read_text()
+    mix = _state(first_run, "unfreeze")["weight_mix"]
+    assert f"ends with the weight mix {mix['chosen']:g} of finetune -> unfreeze" in unfreeze_card
+    page = (first_run / "report.html").read_text()
+    assert "the head was fitted by the head search" in page and "weight mix" in page
+    assert "head search: cross-validated accuracy of each candidate head" in page
+
+
+def test_doctor_brings_its_findings_into_the_model_card(first_run):
+    from typer.testing import CliRunner
+
+    from tlcli.cli import app
+
+    card = first_run / "finetune" / "MODEL_CARD.md"
+    assert "Data doctor: not run" in card.read_text()
+    result = CliRunner().invoke(app, ["doctor", str(first_run / "config.yaml"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Data doctor: not run" not in card.read_text()
+    assert "Data doctor (" in card.read_text()

@@ -60,7 +60,7 @@ def run_doctor(cfg: Config, console: Console | None = None) -> DoctorFindings:
     from tlcli.insight.features import target_features
     from tlcli.insight.label_issues import find_label_issues
     from tlcli.insight.outliers import find_outliers
-    from tlcli.insight.report_html import write_report_page
+    from tlcli.insight.reports import refresh_pages
 
     console = console or Console()
     run = RunDir(cfg.run_dir)
@@ -86,7 +86,7 @@ def run_doctor(cfg: Config, console: Console | None = None) -> DoctorFindings:
     folder = run.path / DOCTOR_DIR
     findings = DoctorFindings(folder, rows, _counts(rows), notes)
     _write(findings, found, time.perf_counter() - started, cfg)
-    write_report_page(run.path)
+    refresh_pages(run.path)
     _print(findings, console)
     return findings
 

@@ -111,24 +111,75 @@ def _recipe(facts: RunFacts) -> list[str]:
         f"- images: {data.get('image_size')} px, batch {data.get('batch_size')}, class weights: "
         f"{data.get('class_weight')}, augmentation: {augment or 'none'}, seed {cfg.get('seed')}",
     ]
-    for name, stage in facts.stages.items():
-        settings = cfg.get(name) or {}
-        optimizer = settings.get("optimizer", {})
-        trained = f"{stage.state.get('epochs', '?')} of {settings.get('epochs')} epochs" + (
-            ", stopped early" if stage.state.get("stopped_early") else ""
-        )
-        extra = ""
-        if name == "unfreeze":
-            extra = ", unfrozen: " + ", ".join(
-                f"{k} {settings[k]}" for k in ("layers", "from_layer", "from_block")
-                if settings.get(k) is not None
-            )  # fmt: skip
-        lines.append(
-            f"- {name}: {trained}, {optimizer.get('name')} at {optimizer.get('learning_rate')}, "
-            f"schedule {(settings.get('schedule') or {}).get('name')}, label smoothing "
-            f"{settings.get('label_smoothing')}{extra}"
-        )
+    for stage in facts.stages.values():
+        lines += [f"- {line}" for line in training_lines(facts, stage)]
     return [*lines, ""]
+
+
+def training_lines(facts: RunFacts, stage: StageFacts) -> list[str]:
+    """How a stage made its model, in sentences: what trained and how, what the head search
+    chose, flip test-time augmentation, and the weight mix unfreeze ended with."""
+    settings = facts.config.get(stage.name) or {}
+    state, search = stage.state, stage.search
+    optimizer = settings.get("optimizer", {})
+    configured = (
+        f"{optimizer.get('name')} at {optimizer.get('learning_rate')}, schedule "
+        f"{(settings.get('schedule') or {}).get('name')}, label smoothing "
+        f"{settings.get('label_smoothing')}"
+    )
+    if "search" in state:
+        chosen = state["search"]
+        mirrored = ", with mirrored images" if chosen.get("mirror") else ""
+        baseline = chosen.get("configured_head_cv_accuracy")
+        against = (
+            f"; the head as configured ({configured}, {settings.get('epochs')} epochs) scored "
+            f"{baseline:.3f} on the same folds"
+            if baseline is not None
+            else ""
+        )
+        lines = [
+            f"{stage.name}: the head was fitted by the head search ({_candidates(search)}"
+            f"{(search or {}).get('folds', '?')}-fold cross-validation on train + val): L2 "
+            f"{chosen['lambda']:g}{mirrored}, CV accuracy {chosen['cv_accuracy']:.3f}{against}; "
+            "refitted on train"
+        ]
+    else:
+        trained = f"{state.get('epochs', '?')} of {settings.get('epochs')} epochs" + (
+            ", stopped early" if state.get("stopped_early") else ""
+        )
+        lines = [f"{stage.name}: {trained}, {configured}{_unfrozen(stage.name, settings)}"]
+        if search is not None:
+            lines[0] += (
+                f" (the head search tried {_candidates(search).rstrip(', ')} and kept this head: "
+                f"no candidate beat it on the folds, {search['chosen']['cv_accuracy']:.3f} "
+                f"against {search['configured_head_cv_accuracy']:.3f})"
+            )
+    mix = state.get("weight_mix")
+    if mix:
+        scores = " ".join(f"{a:.3f}" for a in mix["val_accuracy"])
+        lines.append(
+            f"{stage.name} ends with the weight mix {mix['chosen']:g} of finetune -> unfreeze "
+            f"(mixes {', '.join(f'{m:g}' for m in mix['mixes'])} scored {scores} on validation)"
+        )
+    if state.get("tta"):
+        lines.append(
+            f"{stage.name}: flip test-time augmentation inside the model (it averages the "
+            "prediction of the image and of its mirror)"
+        )
+    return lines
+
+
+def _candidates(search: dict | None) -> str:
+    return f"{len(search['candidates'])} candidate heads, " if search else ""
+
+
+def _unfrozen(name: str, settings: dict) -> str:
+    if name != "unfreeze":
+        return ""
+    return ", unfrozen: " + ", ".join(
+        f"{k} {settings[k]}" for k in ("layers", "from_layer", "from_block")
+        if settings.get(k) is not None
+    )  # fmt: skip
 
 
 def _metrics(stage: StageFacts) -> list[str]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from tlcli.files import write_text
 from tlcli.insight.errors_report import ERRORS_CSV, GALLERY, confused_pairs
+from tlcli.insight.model_card import training_lines
 from tlcli.insight.run_facts import DOCTOR_DIR, RunFacts, StageFacts, read_run
 
 REPORT = "report.html"
@@ -93,8 +94,8 @@ def _summary(facts: RunFacts) -> str:
 
 def _stage(facts: RunFacts, stage: StageFacts) -> str:
     folder = stage.folder
-    head = f'<h2 id="{stage.name}">{stage.name}</h2>'
-    curves = _figure(folder / "curves.png", "loss and accuracy per epoch")
+    head = f'<h2 id="{stage.name}">{stage.name}</h2>' + _how_trained(facts, stage)
+    curves = _figure(folder / "curves.png", _curves_caption(stage))
     if stage.metrics is None:
         config = facts.path / "config.yaml"
         return (
@@ -141,6 +142,17 @@ def _stage(facts: RunFacts, stage: StageFacts) -> str:
             + _figure(folder / GALLERY, ""),
         ]
     )
+
+
+def _how_trained(facts: RunFacts, stage: StageFacts) -> str:
+    items = "".join(f"<li>{_e(line)}</li>" for line in training_lines(facts, stage))
+    return f"<ul>{items}</ul>"
+
+
+def _curves_caption(stage: StageFacts) -> str:
+    if "search" in stage.state:
+        return "head search: cross-validated accuracy of each candidate head"
+    return "loss and accuracy per epoch"
 
 
 def _calibration_text(stage: StageFacts) -> str:

@@ -3,6 +3,7 @@ model card, and the run's report page.
 
     evaluate_and_report(cfg, stage, calibrate=True)   calibrate (or undo it), evaluate, report
     write_reports(run_dir)                            draw them again from the run folder
+    refresh_pages(run_dir)                            model cards and report.html only (doctor)
 
 `tlcli evaluate` and `tlcli run` call these after evaluating; `tlcli report RUN_DIR` redraws
 them (no model is loaded: each evaluation saved its predictions beside metrics.json).
@@ -76,3 +77,15 @@ def write_reports(
     ]
     console.info(f"report: {page}" + (f"; model card: {', '.join(cards)}" if cards else ""))
     return page
+
+
+def refresh_pages(run_dir: Path) -> Path:
+    """Rewrite the model card of every evaluated stage and report.html from the run folder, for
+    what changes them without a new evaluation (the doctor's findings); returns the page."""
+    if not is_chief():
+        return run_dir / "report.html"
+    facts = read_run(run_dir)
+    for stage in facts.target_stages():
+        if stage.metrics is not None:
+            write_model_card(facts, stage)
+    return write_report_page(run_dir)

@@ -32,6 +32,7 @@ class StageFacts:
     state: dict[str, Any]  # stage.json
     metrics: dict[str, Any] | None  # metrics.json: None when not evaluated
     calibration: dict[str, Any] | None  # calibration.json: None when not calibrated
+    search: dict[str, Any] | None = None  # search.json: None when the head was not searched
 
     @property
     def temperature(self) -> float:
@@ -73,6 +74,7 @@ def read_run(path: Path) -> RunFacts:
                 run.stage_state(stage) or {},
                 _json(folder / "metrics.json"),
                 _json(folder / "calibration.json"),
+                _json(folder / "search.json"),
             )
     return facts
 

@@ -1,4 +1,5 @@
-"""The plots of a run: curves.png (loss and accuracy per epoch) and confusion_matrix.png.
+"""The plots of a run: curves.png (loss and accuracy per epoch, or the head search's candidates
+when the search fitted the head) and confusion_matrix.png.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -51,6 +52,44 @@ def curves_figure(rows: list[dict[str, str]], title: str):
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def plot_search(search: dict, target: Path, title: str) -> None:
+    """The head search's cross-validated accuracy per L2 strength, with and without mirrored
+    images, the head as configured as a line, and the chosen candidate marked (search.json).
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "curves.png"
+    >>> rows = [{"mirror": m, "lambda": l, "cv_accuracy": 0.8 + m * 0.01}
+    ...         for m in (False, True) for l in (1.0, 0.1)]
+    >>> plot_search({"candidates": rows, "chosen": {"lambda": 1.0, "mirror": True,
+    ...              "cv_accuracy": 0.81}, "configured_head_cv_accuracy": 0.7}, target, "demo")
+    >>> target.is_file()
+    True
+    """
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for mirror in (False, True):
+        rows = sorted(
+            (r for r in search["candidates"] if r["mirror"] == mirror), key=lambda r: r["lambda"]
+        )
+        if rows:
+            label = "mirrored images" if mirror else "images only"
+            axis.plot([r["lambda"] for r in rows], [r["cv_accuracy"] for r in rows], "-o",
+                      label=label, markersize=4)  # fmt: skip
+    baseline = search.get("configured_head_cv_accuracy")
+    if baseline is not None:
+        axis.axhline(baseline, color="grey", linestyle="--", label="head as configured")
+    chosen = search["chosen"]
+    axis.plot([chosen["lambda"]], [chosen["cv_accuracy"]], "r*", markersize=14, label="chosen")
+    axis.set_xscale("log")
+    axis.set_xlabel("L2 strength")
+    axis.set_ylabel("cross-validated accuracy")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title(title)
+    figure.tight_layout()
+    save_figure(figure, target)
 
 
 def plot_confusion(metrics: dict, target: Path, title: str) -> None:

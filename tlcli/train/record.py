@@ -13,9 +13,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tlcli.config import Config, stage_fingerprint
-from tlcli.files import write_text
+from tlcli.files import read_json, write_text
 from tlcli.rundir import LABELS_FILE, RunDir
-from tlcli.train.plots import plot_curves
+from tlcli.train.plots import plot_curves, plot_search
 
 if TYPE_CHECKING:
     from tlcli.train.core import StageJob
@@ -37,7 +37,11 @@ def end_stage(
     go into stage.json too (the head search's and the weight mix's choices, TTA)."""
     stage_dir = job.stage_dir
     write_text(stage_dir / LABELS_FILE, "\n".join(job.data.classes) + "\n")
-    plot_curves(stage_dir / "history.csv", stage_dir / "curves.png", f"{job.cfg.name}: {job.name}")
+    title = f"{job.cfg.name}: {job.name}"
+    if "search" in outcome.details:  # one fit, no epochs: show what the search compared
+        plot_search(read_json(stage_dir / "search.json"), stage_dir / "curves.png", title)
+    else:
+        plot_curves(stage_dir / "history.csv", stage_dir / "curves.png", title)
     job.run.finish_stage(
         job.name,
         {

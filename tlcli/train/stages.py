@@ -29,6 +29,7 @@ from tlcli.runtime.precision import follow_policy
 from tlcli.runtime.scope import model_scope
 from tlcli.train.core import StageJob, StageResult, format_accuracy, train_and_save
 from tlcli.train.evaluate import check_labels, evaluate
+from tlcli.train.head_search import search_blocker
 from tlcli.train.prepare import start_stage_work
 
 
@@ -253,7 +254,12 @@ def _describe(job: StageJob, weights: str) -> str:
         if weights not in ("imagenet", "none", "pretrain", "finetune")
         else weights
     )
+    work = plural(settings.epochs, "epoch")
+    if job.name == "finetune" and not search_blocker(
+        settings, job.cfg.model.head, job.data_cfg.augment.enabled, cached=True
+    ):
+        work = f"head search (or {work} of the head as configured)"
     return (
         f"{job.cfg.model.base} (from {weights_name}) · {job.data.num_classes} classes · {sizes} · "
-        f"{plural(settings.epochs, 'epoch')}"
+        f"{work}"
     )
