@@ -66,6 +66,39 @@ def test_top_level_help_lists_every_command_and_version(cli):
     assert version.exit_code == 0 and version.output.startswith("tlcli ")
 
 
+def _help_texts(command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(the command's words, a help text as written) for a click command and its subcommands:
+    its docstring, epilog and every parameter's help."""
+    texts = [(path, text) for text in (command.help, command.epilog) if text]
+    texts += [(path, param.help) for param in command.params if getattr(param, "help", None)]
+    for name, sub in getattr(command, "commands", {}).items():
+        texts += _help_texts(sub, (*path, name))
+    return texts
+
+
+def test_help_shows_every_bracketed_word_it_was_written_with(cli, monkeypatch):
+    """Typer renders help as rich markup, where `[doctor]` is a style tag and vanishes unless
+    written `\\[doctor]`: every bracketed text of every help must show in --help."""
+    import typer
+
+    from tlcli.cli import app
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per paragraph: nothing wrapped apart
+    texts = _help_texts(typer.main.get_command(app))
+    assert len(texts) > 100
+    shown: dict[tuple[str, ...], str] = {}
+    missing = []
+    for path, text in texts:
+        if path not in shown:
+            result = cli(*path, "--help")
+            assert result.exit_code == 0, result.output
+            shown[path] = " ".join(result.output.replace("│", " ").split())
+        for bracketed in re.findall(r"\[[^\]]*\]", text.replace("\\[", "[")):
+            if " ".join(bracketed.split()) not in shown[path]:
+                missing.append(f"tlcli {' '.join(path)}: {bracketed}")
+    assert not missing, missing
+
+
 def test_resume_and_overwrite_exclude_each_other(image_folder, write_config, cli):
     result = cli("run", write_config(config_dict(image_folder)), "--resume", "--overwrite")
     assert result.exit_code == 2
