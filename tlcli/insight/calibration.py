@@ -38,6 +38,7 @@ from tlcli.errors import DataError
 from tlcli.files import atomic_path, read_json, write_json
 from tlcli.rundir import RunDir
 from tlcli.runtime.distribute import is_chief
+from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.metrics import ECE_BINS, calibration_metrics
 
 CALIBRATION_FILE = "calibration.json"
@@ -88,6 +89,7 @@ def stage_temperature(run: RunDir, stage: str) -> float:
 
 def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | None = None) -> dict:
     """Fit T on the validation split and write it into the stage's model.keras (see above)."""
+    import_tensorflow()  # quietly, before tlcli.model imports Keras
     from tlcli.model.output_layer import UNCALIBRATED_FILE
     from tlcli.train.evaluate import check_labels
     from tlcli.train.prepare import start_stage_work
@@ -129,6 +131,7 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
 
 def uncalibrate_stage(run_dir: Path, stage: str | None = None, console: Console | None = None):
     """Put the stage's output layer back as trained; a stage never calibrated is left alone."""
+    import_tensorflow()  # quietly, before tlcli.model imports Keras
     from tlcli.model.output_layer import UNCALIBRATED_FILE
 
     console = console or Console()
