@@ -287,6 +287,36 @@ def test_doctor_finds_planted_duplicates_and_flipped_labels(tmp_path, write_conf
     assert "across splits" in words(result.output) or "across splits" in page
 
 
+def test_doctor_reports_one_image_under_two_labels_as_a_label_conflict(tmp_path, write_config, cli):
+    data = _colour_folder(tmp_path / "data", {"train": 8, "val": 3})
+    shutil.copyfile(data / "train/red/red-train-01.png", data / "train/blue/red-again.png")
+    shutil.copyfile(data / "train/green/green-train-02.png", data / "val/green/green-again.png")
+    config = write_config(config_dict(data, data={"test_dir": None, "image_size": [64, 64]}))
+
+    result = cli("doctor", config)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "t" / "doctor"
+    with (folder / "doctor.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    pairs = {
+        issue: [{Path(r["file"]).name, Path(r["other"]).name} for r in rows if r["issue"] == issue]
+        for issue in ("label conflict", "near-duplicate")
+    }
+    assert pairs["label conflict"] == [{"red-train-01.png", "red-again.png"}], rows
+    assert pairs["near-duplicate"] == [{"green-train-02.png", "green-again.png"}], rows
+    (conflict,) = [r for r in rows if r["issue"] == "label conflict"]
+    assert {conflict["label"], conflict["note"].split("labelled ")[1].split(",")[0]} == {
+        "red", "blue"
+    }  # fmt: skip
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["counts"]["label conflict"] == 1 and summary["counts"]["near-duplicate"] == 1
+    assert summary["sheets"]["label conflicts"] == "conflicts.png"
+    assert (folder / "conflicts.png").is_file()
+    page = (tmp_path / "runs" / "t" / "report.html").read_text()
+    assert "label conflict" in page and 'alt="label conflicts"' in page
+    assert "same image, two labels" in words(result.output)
+
+
 def test_doctor_on_one_class_says_what_it_cannot_check(tmp_path, write_config, cli):
     data = _colour_folder(tmp_path / "data", {"train": 3})
     shutil.rmtree(data / "train" / "green")
