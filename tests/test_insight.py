@@ -317,6 +317,22 @@ def test_doctor_reports_one_image_under_two_labels_as_a_label_conflict(tmp_path,
     assert "same image, two labels" in words(result.output)
 
 
+def test_outliers_include_blank_frames_however_close_to_each_other():
+    """Pooled features of blank frames are weak, and alike: each is the others' nearest image,
+    so the distance to the nearest images alone missed all three."""
+    from tlcli.insight.outliers import find_outliers
+
+    rng = np.random.default_rng(4)
+    common = rng.uniform(0.5, 1.5, 64)  # non-negative, like pooled ReLU activations
+    photos = common + rng.gamma(0.3, 1.0, (400, 64)) * rng.lognormal(0, 0.35, (400, 1))
+    blanks = common * 0.15 + rng.uniform(0, 0.01, (3, 64))
+    wrong_domain = rng.gamma(0.3, 1.0, (1, 64)) * 6
+    found = find_outliers(np.concatenate([photos, blanks, wrong_domain]))
+    assert sorted(found.rows.tolist()) == [400, 401, 402, 403]
+    assert sorted(found.reasons) == ["empty", "empty", "empty", "far"]
+    assert find_outliers(photos).rows.tolist() == []
+
+
 def test_doctor_on_one_class_says_what_it_cannot_check(tmp_path, write_config, cli):
     data = _colour_folder(tmp_path / "data", {"train": 3})
     shutil.rmtree(data / "train" / "green")

@@ -138,17 +138,25 @@ def _label_rows(found, issues) -> list[dict]:
 
 
 def _outlier_rows(found, outliers) -> list[dict]:
+    from tlcli.insight.outliers import NEIGHBOURS
+
+    notes = {
+        "far": lambda d, n: (
+            f"far from every other image: mean distance {d:.3f} to the "
+            f"{NEIGHBOURS} nearest (median {outliers.typical_distance:.3f})"
+        ),
+        "empty": lambda d, n: (
+            f"the base barely responds (a blank or empty frame?): feature "
+            f"norm {n:.1f} (median {outliers.typical_norm:.1f})"
+        ),
+    }
     return [
-        _row(
-            found,
-            i,
-            "outlier",
-            d,
-            "",
-            f"mean distance to nearest images (limit {outliers.limit:.3f})",
+        _row(found, i, "outlier", z, "", notes[reason](d, n))
+        for i, z, reason, d, n in zip(
+            outliers.rows, outliers.score, outliers.reasons, outliers.distance, outliers.norm,
+            strict=True,
         )
-        for i, d in zip(outliers.rows, outliers.distance, strict=True)
-    ]
+    ]  # fmt: skip
 
 
 def _unreadable_rows(report: dict) -> list[dict]:
@@ -187,7 +195,7 @@ def _counts(rows: list[dict]) -> dict[str, int]:
 def _write(findings: DoctorFindings, found, seconds: float, cfg: Config) -> None:
     from tlcli.insight.duplicates import DUPLICATE_THRESHOLD
     from tlcli.insight.label_issues import MAX_LABEL_PROBABILITY
-    from tlcli.insight.outliers import MAD_LIMIT
+    from tlcli.insight.outliers import LIMIT
 
     folder = findings.folder
     write_csv_rows(folder / "doctor.csv", findings.rows, COLUMNS)
@@ -213,7 +221,7 @@ def _write(findings: DoctorFindings, found, seconds: float, cfg: Config) -> None
             "limits": {
                 "duplicate_similarity": DUPLICATE_THRESHOLD,
                 "label_probability": MAX_LABEL_PROBABILITY,
-                "outlier_mad": MAD_LIMIT,
+                "outlier_mad": LIMIT,
             },
             "features_reused": found.reused,
             "seconds": {**found.seconds, "checks": round(seconds, 2)},
