@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
+import yaml
 from conftest import config_dict, make_image_folder
 
 COMMANDS = [
@@ -66,6 +70,39 @@ def test_top_level_help_lists_every_command_and_version(cli):
     assert version.exit_code == 0 and version.output.startswith("tlcli ")
 
 
+def _help_texts(command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(the command's words, a help text as written) for a click command and its subcommands:
+    its docstring, epilog and every parameter's help."""
+    texts = [(path, text) for text in (command.help, command.epilog) if text]
+    texts += [(path, param.help) for param in command.params if getattr(param, "help", None)]
+    for name, sub in getattr(command, "commands", {}).items():
+        texts += _help_texts(sub, (*path, name))
+    return texts
+
+
+def test_help_shows_every_bracketed_word_it_was_written_with(cli, monkeypatch):
+    """Typer renders help as rich markup, where `[doctor]` is a style tag and vanishes unless
+    written `\\[doctor]`: every bracketed text of every help must show in --help."""
+    import typer
+
+    from tlcli.cli import app
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per paragraph: nothing wrapped apart
+    texts = _help_texts(typer.main.get_command(app))
+    assert len(texts) > 100
+    shown: dict[tuple[str, ...], str] = {}
+    missing = []
+    for path, text in texts:
+        if path not in shown:
+            result = cli(*path, "--help")
+            assert result.exit_code == 0, result.output
+            shown[path] = " ".join(result.output.replace("│", " ").split())
+        for bracketed in re.findall(r"\[[^\]]*\]", text.replace("\\[", "[")):
+            if " ".join(bracketed.split()) not in shown[path]:
+                missing.append(f"tlcli {' '.join(path)}: {bracketed}")
+    assert not missing, missing
+
+
 def test_resume_and_overwrite_exclude_each_other(image_folder, write_config, cli):
     result = cli("run", write_config(config_dict(image_folder)), "--resume", "--overwrite")
     assert result.exit_code == 2
@@ -123,3 +160,51 @@ def test_preflight_on_a_clean_dataset(image_folder, write_config, cli):
     result = cli("preflight", write_config(config_dict(image_folder)), "--strict")
     assert result.exit_code == 0, result.output
     assert "no problems found" in result.output
+
+
+# TensorFlow's C++ log lines (absl's format: severity, date, time, thread, file:line]) and its
+# start-up notices.
+TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|This TensorFlow binary")
+# Runs tlcli with a note of TF_CPP_MIN_LOG_LEVEL as TensorFlow starts to load (argv[1]: where).
+WATCHED_TLCLI = """
+import os, sys
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" and not os.path.exists(NOTE):
+            with open(NOTE, "w") as note:
+                note.write(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "unset"))
+NOTE = sys.argv.pop(1)
+sys.meta_path.insert(0, Watch())
+from tlcli.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_evaluate_and_export_print_no_tensorflow_log_line(trained_run, tmp_path):
+    """TensorFlow's start-up notices and the errors its ops log at run time (oneDNN's, on a CPU
+    without AVX-512) stay out of every command's output: each loads TensorFlow quietly, its
+    C++ log level already set (TensorFlow reads it once, as it loads)."""
+    run = tmp_path / "runs" / "copy"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("export"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config.update(output_dir=str(run.parent), name=run.name)
+    (tmp_path / "copy.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TLCLI_TF_LOGS")
+    }
+    commands = {
+        "calibrate": ["evaluate", tmp_path / "copy.yaml", "--calibrate"],
+        "evaluate": ["evaluate", tmp_path / "copy.yaml"],
+        "export": ["export", run, "--format", "tflite"],
+    }
+    for name, command in commands.items():
+        note = tmp_path / f"{name}.level"
+        done = subprocess.run(
+            [sys.executable, "-c", WATCHED_TLCLI, note, *map(str, command)],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        logged = [line for line in done.stderr.splitlines() if TF_LOG_LINE.search(line)]
+        assert not logged, (name, logged)
+        assert note.read_text() == "3", name

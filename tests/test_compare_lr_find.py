@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+from pathlib import Path
 
+import yaml
 from conftest import config_dict, words
 
 
@@ -48,3 +51,59 @@ def test_lr_find_writes_its_curve_and_a_rate_within_the_range(image_folder, writ
     assert (run / "lr_find" / "finetune.png").stat().st_size > 0
     assert len(record["rates"]) <= 30 and record["rates"] == sorted(record["rates"])
     assert not (run / "finetune").exists(), "the range test trains nothing it keeps"
+
+
+def _runs_differing_in_five_keys(trained_run: Path, root: Path, count: int = 4) -> list[Path]:
+    """`count` copies of the run's config and finetune results, each with other settings."""
+    runs = []
+    for index in range(1, count + 1):
+        run = root / f"lr-{index}"
+        (run / "finetune").mkdir(parents=True)
+        for name in ("stage.json", "metrics.json"):
+            shutil.copyfile(trained_run / "finetune" / name, run / "finetune" / name)
+        config = yaml.safe_load((trained_run / "config.yaml").read_text())
+        config["seed"] = index
+        config["data"]["batch_size"] = 8 * index
+        config["model"]["head"]["dropout"] = 0.1 * index
+        config["finetune"]["epochs"] = index
+        config["finetune"]["optimizer"]["learning_rate"] = 0.00123 * index
+        (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        runs.append(run)
+    return runs
+
+
+def test_compare_in_a_pipe_fits_80_columns_and_cuts_no_number(
+    trained_run, tmp_path, cli, monkeypatch
+):
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe, as in a CI log: rich's 80 columns
+    runs = _runs_differing_in_five_keys(trained_run, tmp_path)
+    result = cli("compare", *runs)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in result.output
+    for key, values in {
+        "finetune.optimizer.learning_rate": ["0.00123", "0.00246", "0.00369", "0.00492"],
+        "data.batch_size": ["8", "16", "24", "32"],
+        "model.head.dropout": ["0.1", "0.2", "0.3", "0.4"],
+    }.items():
+        (row,) = [line for line in lines if f" {key} " in line]  # a row per key, whole
+        assert [cell.strip() for cell in row.split("│")[2:-1]] == values, row
+
+
+def test_compare_headers_name_the_stage_when_wide(trained_run, tmp_path):
+    import io
+
+    from tlcli.console import Console
+    from tlcli.experiments.compare import compare, render
+
+    printed = io.StringIO()
+    runs = _runs_differing_in_five_keys(trained_run, tmp_path)
+    render(compare(runs), "table", Console(file=printed, width=240))
+    header = next(line for line in printed.getvalue().splitlines() if "┃ run" in line)
+    names = [cell.strip() for cell in header.strip("┃").split("┃")]
+    assert names[:6] == [
+        "run", "seed", "data.batch_size", "model.dropout", "finetune.epochs",
+        "finetune.learning_rate",
+    ]  # fmt: skip
+    assert {"finetune.accuracy", "finetune.val_accuracy", "finetune.seconds"} <= set(names)
+    assert "…" not in printed.getvalue()

@@ -154,6 +154,59 @@ def test_unfreeze_after_calibrating_mixes_from_the_head_as_trained(trained_run, 
     np.testing.assert_allclose(output_layer(model).get_weights()[0], as_trained, atol=1e-6)
 
 
+def _mirror_sensitive_model(size: int = 32):
+    """A flip-TTA classifier of 3 classes whose image and mirror branches disagree: its logits
+    are a bias plus the left half's brightness minus the right half's, times a class weight.
+    Averaged as trained it favours class 0 or 2; its mean logits, class 1: a temperature that
+    softens each branch before the mean moves the top class towards 1."""
+    import keras
+
+    from tlcli.model.network import assemble
+    from tlcli.model.tta import with_flip_tta
+
+    chain = [
+        keras.layers.Flatten(name="head_pool"),
+        keras.layers.Dense(3, activation="softmax", name="predictions", dtype="float32"),
+    ]
+    model = with_flip_tta(assemble(chain, (size, size), base_training=False))
+    side = np.where(np.arange(size) < size // 2, 1.0, -1.0) / (size * size / 2 * 3 * 255)
+    per_input = np.broadcast_to(side[None, :, None], (size, size, 3)).reshape(-1)
+    kernel = per_input[:, None] * np.array([40.0, 0.0, -36.0])
+    chain[-1].set_weights([kernel.astype(np.float32), np.array([0, 0.5, 0], np.float32)])
+    return model
+
+
+def test_calibrating_a_model_with_flip_tta_keeps_every_top_class(trained_run, tmp_path, cli):
+    """The temperature follows the mean of the image's and the mirror's predictions: dividing
+    each branch's logits instead changes the top class of some images."""
+    from tlcli.model.output_layer import scale_logits
+
+    run = _copy_run(trained_run, tmp_path)
+    config = _config_for(run, tmp_path)
+    _mirror_sensitive_model().save(run / "finetune" / "model.keras")
+    images = sorted((trained_run.parent.parent / "data").rglob("*.*"))
+    pixels = np.stack([decode_image(p, (32, 32)).pixels for p in images])
+    before = load_predictor(run).predict(pixels)
+    result = cli("evaluate", config, "--calibrate", "--quiet")
+    assert result.exit_code == 0, result.output
+    temperature = json.loads((run / "finetune" / "calibration.json").read_text())["temperature"]
+
+    per_branch = _mirror_sensitive_model()
+    scale_logits(per_branch, 1 / temperature)
+    softened = per_branch.predict(pixels.astype(np.float32), verbose=0)
+    assert (softened.argmax(1) != before.argmax(1)).sum() >= 10, "the model must be one it breaks"
+    after = load_predictor(run).predict(pixels)
+    assert (after.argmax(1) == before.argmax(1)).all()
+    np.testing.assert_allclose(after, tempered(log_of(before), temperature), atol=1e-5)
+    for export_format in ("tflite", "onnx"):  # exports are built from the calibrated model
+        result = cli("export", run, "--format", export_format, "--quiet")
+        assert result.exit_code == 0, result.output
+        exported = load_predictor(run / "export" / f"finetune-{export_format}").predict(pixels)
+        np.testing.assert_allclose(exported, after, atol=1e-4)
+    assert cli("evaluate", config, "--uncalibrate", "--quiet").exit_code == 0
+    np.testing.assert_allclose(load_predictor(run).predict(pixels), before, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_calibration_holds_in_savedmodel_and_tflite_and_refitting_starts_afresh(
     trained_run, tmp_path, cli
@@ -232,6 +285,52 @@ def test_doctor_finds_planted_duplicates_and_flipped_labels(tmp_path, write_conf
     page = (tmp_path / "runs" / "t" / "report.html").read_text()
     assert "Data doctor" in page and "doctor/doctor.csv" in page
     assert "across splits" in words(result.output) or "across splits" in page
+
+
+def test_doctor_reports_one_image_under_two_labels_as_a_label_conflict(tmp_path, write_config, cli):
+    data = _colour_folder(tmp_path / "data", {"train": 8, "val": 3})
+    shutil.copyfile(data / "train/red/red-train-01.png", data / "train/blue/red-again.png")
+    shutil.copyfile(data / "train/green/green-train-02.png", data / "val/green/green-again.png")
+    config = write_config(config_dict(data, data={"test_dir": None, "image_size": [64, 64]}))
+
+    result = cli("doctor", config)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "t" / "doctor"
+    with (folder / "doctor.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    pairs = {
+        issue: [{Path(r["file"]).name, Path(r["other"]).name} for r in rows if r["issue"] == issue]
+        for issue in ("label conflict", "near-duplicate")
+    }
+    assert pairs["label conflict"] == [{"red-train-01.png", "red-again.png"}], rows
+    assert pairs["near-duplicate"] == [{"green-train-02.png", "green-again.png"}], rows
+    (conflict,) = [r for r in rows if r["issue"] == "label conflict"]
+    assert {conflict["label"], conflict["note"].split("labelled ")[1].split(",")[0]} == {
+        "red", "blue"
+    }  # fmt: skip
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["counts"]["label conflict"] == 1 and summary["counts"]["near-duplicate"] == 1
+    assert summary["sheets"]["label conflicts"] == "conflicts.png"
+    assert (folder / "conflicts.png").is_file()
+    page = (tmp_path / "runs" / "t" / "report.html").read_text()
+    assert "label conflict" in page and 'alt="label conflicts"' in page
+    assert "same image, two labels" in words(result.output)
+
+
+def test_outliers_include_blank_frames_however_close_to_each_other():
+    """Pooled features of blank frames are weak, and alike: each is the others' nearest image,
+    so the distance to the nearest images alone missed all three."""
+    from tlcli.insight.outliers import find_outliers
+
+    rng = np.random.default_rng(4)
+    common = rng.uniform(0.5, 1.5, 64)  # non-negative, like pooled ReLU activations
+    photos = common + rng.gamma(0.3, 1.0, (400, 64)) * rng.lognormal(0, 0.35, (400, 1))
+    blanks = common * 0.15 + rng.uniform(0, 0.01, (3, 64))
+    wrong_domain = rng.gamma(0.3, 1.0, (1, 64)) * 6
+    found = find_outliers(np.concatenate([photos, blanks, wrong_domain]))
+    assert sorted(found.rows.tolist()) == [400, 401, 402, 403]
+    assert sorted(found.reasons) == ["empty", "empty", "empty", "far"]
+    assert find_outliers(photos).rows.tolist() == []
 
 
 def test_doctor_on_one_class_says_what_it_cannot_check(tmp_path, write_config, cli):

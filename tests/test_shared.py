@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -79,3 +80,28 @@ def test_real_weights_beat_random_weights_on_real_photos(tmp_path, write_config,
     report = json.loads((tmp_path / "runs" / "imagenet" / "data_report.json").read_text())
     odd = {entry["path"].rsplit("/", 1)[-1] for entry in report["converted"] + report["skipped"]}
     assert "imageNotFound.gif" in odd  # the placeholder GIF among the photos is reported
+
+
+@needs_weights
+@needs_photos
+@pytest.mark.slow
+def test_doctor_flags_no_ordinary_photo_of_hymenoptera_as_an_outlier(tmp_path, write_config, cli):
+    """Clean real photographs: the placeholder GIF is the one outlier (the distance rule's
+    median absolute deviation, blind to the long upper tail of real photos, flagged 3 more)."""
+    pytest.importorskip("cleanlab")
+    config = {
+        "name": "doctor",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {
+            "train_dir": str(HYMENOPTERA / "train"),
+            "test_dir": str(HYMENOPTERA / "val"),
+            "image_size": [160, 160],
+        },
+        "model": {"base": "mobilenet_v2", "weights": str(WEIGHTS)},
+    }
+    result = cli("doctor", write_config(config), "-q")
+    assert result.exit_code == 0, result.output
+    doctor_csv = tmp_path / "runs" / "doctor" / "doctor" / "doctor.csv"
+    with doctor_csv.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["issue"] == "outlier"]
+    assert [row["file"].rsplit("/", 1)[-1] for row in rows] == ["imageNotFound.gif"], rows

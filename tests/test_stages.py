@@ -53,6 +53,10 @@ def test_run_leaves_the_documented_run_directory(image_folder, write_config, cli
         assert f"accuracy {metrics['accuracy']:.3f}" in result.output
     history = (run / "finetune" / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 3
+    written = sorted(run.rglob("*.csv"))  # unfreeze's history.csv is Keras' CSVLogger's
+    assert {"split.csv", "history.csv", "errors.csv"} <= {path.name for path in written}
+    for path in written:  # one line end (LF) in every CSV file of a run
+        assert b"\r" not in path.read_bytes(), path
 
 
 def test_saved_model_takes_raw_pixels_and_matches_the_reported_accuracy(

@@ -35,6 +35,7 @@ from rich.text import Text
 
 Tone = Literal["plain", "good", "bad"]
 TONE_STYLES = {"plain": "", "good": "green", "bad": "yellow"}
+UNBOUNDED_WIDTH = 100_000
 
 
 class Console:
@@ -90,19 +91,14 @@ class Console:
         footer: list[list[str]] | None = None,
     ) -> None:
         """A table, with `footer` rows (totals) under a line; a cell that starts with 'error:'
-        is shown in the error colour."""
-        table = Table(title=Text(title), title_justify="left")
-        for index, column in enumerate(columns):
-            # The first column names the row (a class, a file path): fold it, never cut it.
-            if index == 0:
-                table.add_column(Text(column), justify="left", overflow="fold")
-            else:
-                table.add_column(Text(column), justify="right")
-        for index, row in enumerate(rows):
-            table.add_row(*(_cell(cell) for cell in row), end_section=index == len(rows) - 1)
-        for row in footer or []:
-            table.add_row(*(_cell(cell) for cell in row))
-        self.out.print(table)
+        is shown in the error colour. Too wide for the line, cells wrap: none is cut short."""
+        self.out.print(_table(title, columns, rows, footer))
+
+    def fits(self, columns: list[str], rows: list[list[str]]) -> bool:
+        """Whether `table` shows these columns and rows on the line with no cell wrapped."""
+        unbounded = self.out.options.update(max_width=UNBOUNDED_WIDTH)  # else clamped to the line
+        width = self.out.measure(_table("", columns, rows), options=unbounded).maximum
+        return width <= self.out.width
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
@@ -151,6 +147,20 @@ def plural(count: int, noun: str) -> str:
     ('1 epoch', '0 images')
     """
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _table(
+    title: str, columns: list[str], rows: list[list[str]], footer: list[list[str]] | None = None
+) -> Table:
+    table = Table(title=Text(title), title_justify="left")
+    for index, column in enumerate(columns):
+        # The first column names the row (a class, a file path); fold, never cut, any cell.
+        table.add_column(Text(column), justify="left" if index == 0 else "right", overflow="fold")
+    for index, row in enumerate(rows):
+        table.add_row(*(_cell(cell) for cell in row), end_section=index == len(rows) - 1)
+    for row in footer or []:
+        table.add_row(*(_cell(cell) for cell in row))
+    return table
 
 
 def _cell(text: str) -> Text:

@@ -44,6 +44,9 @@ def _root(
     ),
 ) -> None:
     """Transfer learning for image classifiers, driven by a YAML config."""
+    from tlcli.runtime.startup import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()  # before any command's code can load TensorFlow
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ def sweep(
         "--param",
         "-p",
         metavar="KEY=SPEC",
-        help="Search a key: loguniform(a,b), uniform(a,b), int(a,b[,step]), choice(x,y) or [x, y].",
+        help="Search a key: loguniform(a,b), uniform(a,b), int(a,b[,step]), choice(x,y) "
+        "or \\[x, y].",
     ),
     trials: int | None = typer.Option(
         None,

@@ -19,8 +19,9 @@ def doctor(
     ),
     quiet: bool = QUIET,
 ) -> None:
-    """Near-duplicates, likely label errors and outliers, from the frozen base's features:
-    doctor.csv, a contact sheet per kind of finding, a summary (needs tlcli[doctor])."""
+    """Near-duplicates, images filed under two labels, likely label errors and outliers,
+    from the frozen base's features: doctor.csv, a contact sheet per kind of finding, a summary
+    (needs tlcli\\[doctor])."""
     from tlcli.insight.doctor import run_doctor
 
     findings = run_doctor(load(config, overrides), make_console(quiet))

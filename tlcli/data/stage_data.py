@@ -199,7 +199,7 @@ def _report(
 
 def _split_csv(splits: dict[str, Split], ready: dict[str, DecodedSplit]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["path", "label", "split"])
     for name, split in ready.items():
         classes = splits[name].folder.classes

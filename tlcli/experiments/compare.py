@@ -3,7 +3,8 @@
 Columns: the run, the config keys whose values differ between the runs, then for each trained
 stage its validation accuracy, its evaluation (accuracy and macro F1, per class on request) and
 its time. A sweep folder stands for its trials; a folder that is neither is reported and
-skipped.
+skipped. The printed table has a row per run when that fits the line, else a row per column
+with the runs side by side (as many per table as fit): no number is ever cut short.
 
 >>> differing([{"a": 1, "b": 2}, {"a": 1, "b": 3}, {"a": 1}])
 ['b']
@@ -36,7 +37,8 @@ FORMATS = ("table", "csv", "json", "markdown")
 
 @dataclass
 class Comparison:
-    columns: list[str]
+    columns: list[str]  # "run", then `keys`, then each stage's results ("finetune.accuracy")
+    keys: list[str]  # the config keys that differ between the runs
     rows: list[dict[str, Any]]
     skipped: list[str]  # folders that are not runs, with why
 
@@ -66,7 +68,7 @@ def compare(
         present = [r for r in rows if r.get(sort) is not None]
         present.sort(key=lambda r: _sort_key(r[sort]), reverse=descending)
         rows = present + [r for r in rows if r.get(sort) is None]
-    return Comparison(columns, rows, skipped)
+    return Comparison(columns, keys, rows, skipped)
 
 
 def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
@@ -136,12 +138,7 @@ def render(comparison: Comparison, output_format: str, console: Console) -> str 
     """The comparison as text (csv, json, markdown), or printed as a table (returns None)."""
     columns, rows = comparison.columns, comparison.rows
     if output_format == "table":
-        names = short_names(columns)  # the table must fit a terminal: short key names
-        console.table(
-            f"{len(rows)} runs",
-            [names[c] for c in columns],
-            [[_cell(r.get(c)) for c in columns] for r in rows],
-        )
+        print_table(comparison, console)
         return None
     if output_format == "json":
         return json.dumps({"columns": columns, "runs": rows}, indent=2, default=str) + "\n"
@@ -156,6 +153,35 @@ def render(comparison: Comparison, output_format: str, console: Console) -> str 
         lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
         return "\n".join(lines) + "\n"
     raise ConfigError(f"format '{output_format}': expected {', '.join(FORMATS)}")
+
+
+def print_table(comparison: Comparison, console: Console) -> None:
+    """A row per run with short headers when it fits the console's line; else a row per column
+    (full names, as --sort takes them), a table for each group of runs that fits."""
+    columns, rows = comparison.columns, comparison.rows
+    names = {**{c: c for c in columns}, **short_names(comparison.keys)}
+    headers = [names[c] for c in columns]
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    if console.fits(headers, cells):
+        console.table(f"{len(rows)} runs", headers, cells)
+        return
+    start = 0
+    while start < len(rows):
+        stop = start + 1
+        while stop < len(rows) and console.fits(*_transposed(columns, rows[start : stop + 1])):
+            stop += 1
+        title = f"{len(rows)} runs" if stop - start == len(rows) else (
+            f"runs {start + 1}-{stop} of {len(rows)}" if stop - start > 1
+            else f"run {start + 1} of {len(rows)}"
+        )  # fmt: skip
+        console.table(title, *_transposed(columns, rows[start:stop]))
+        start = stop
+
+
+def _transposed(columns: list[str], rows: list[dict[str, Any]]) -> tuple[list, list]:
+    """(headers, cells) of the table with a row per column and a column per run."""
+    headers = ["", *(_cell(r.get("run")) for r in rows)]
+    return headers, [[c, *(_cell(r.get(c)) for r in rows)] for c in columns if c != "run"]
 
 
 def plot_metric(comparison: Comparison, metric: str, target: Path) -> None:

@@ -8,6 +8,9 @@ log loss, divides the logits. The most likely class never changes, so accuracy d
 The network ends in `Dense(classes, softmax, name="predictions")`, so dividing that layer's
 kernel and bias by T *is* the scaling (`tlcli.model.output_layer`): the calibrated model.keras
 is still a plain Keras model, and `predict` and every export return calibrated probabilities.
+A model with flip TTA inside averages two softmax outputs: there T divides the log of the
+mean instead (`tlcli.model.tta`), since the mean of two softened outputs can rank the classes
+otherwise than the mean it was fitted on.
 
 In the stage folder: `calibration.json` (T, and log loss and ECE on the validation split before
 and after), `uncalibrated_output.npz` (the output layer as trained: calibrating again starts
@@ -35,6 +38,7 @@ from tlcli.errors import DataError
 from tlcli.files import atomic_path, read_json, write_json
 from tlcli.rundir import RunDir
 from tlcli.runtime.distribute import is_chief
+from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.metrics import ECE_BINS, calibration_metrics
 
 CALIBRATION_FILE = "calibration.json"
@@ -85,6 +89,7 @@ def stage_temperature(run: RunDir, stage: str) -> float:
 
 def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | None = None) -> dict:
     """Fit T on the validation split and write it into the stage's model.keras (see above)."""
+    import_tensorflow()  # quietly, before tlcli.model imports Keras
     from tlcli.model.output_layer import UNCALIBRATED_FILE
     from tlcli.train.evaluate import check_labels
     from tlcli.train.prepare import start_stage_work
@@ -109,11 +114,10 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
         "after": calibration_metrics(val.labels, tempered(log_p, temperature)),
     }
     if is_chief():
-        from tlcli.model.output_layer import keep_output_weights, scale_logits
+        from tlcli.model.output_layer import keep_output_weights
 
         keep_output_weights(model, run.stage_dir(stage) / UNCALIBRATED_FILE)
-        scale_logits(model, 1 / temperature)
-        _save(model, run.model_path(stage))
+        _save(with_temperature(model, temperature), run.model_path(stage))
         write_json(run.stage_dir(stage) / CALIBRATION_FILE, record)
         _note_in_stage(run, stage, {"temperature": record["temperature"], "fitted_on": "val"})
     before, after = record["before"], record["after"]
@@ -127,6 +131,7 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
 
 def uncalibrate_stage(run_dir: Path, stage: str | None = None, console: Console | None = None):
     """Put the stage's output layer back as trained; a stage never calibrated is left alone."""
+    import_tensorflow()  # quietly, before tlcli.model imports Keras
     from tlcli.model.output_layer import UNCALIBRATED_FILE
 
     console = console or Console()
@@ -141,6 +146,18 @@ def uncalibrate_stage(run_dir: Path, stage: str | None = None, console: Console 
     (run.stage_dir(stage) / CALIBRATION_FILE).unlink(missing_ok=True)
     (run.stage_dir(stage) / UNCALIBRATED_FILE).unlink()
     console.result(f"{stage}: calibration removed, {run.model_path(stage)} is as trained")
+
+
+def with_temperature(model, temperature: float):
+    """`model` (uncalibrated) predicting softmax(log p / T) where it predicted p: the output
+    layer's logits divided by T, or with flip TTA inside, the log of the mean (see above)."""
+    from tlcli.model.output_layer import scale_logits
+    from tlcli.model.tta import has_tta, rewrapped
+
+    if has_tta(model):
+        return rewrapped(model, temperature)
+    scale_logits(model, 1 / temperature)
+    return model
 
 
 def read_calibration(stage_dir: Path) -> dict | None:
@@ -180,12 +197,16 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path
 
 
 def _uncalibrated_model(run: RunDir, stage: str):
-    """The stage's model.keras with its output layer as trained."""
+    """The stage's model.keras with its output layer as trained and no temperature after a
+    flip TTA mean."""
     from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+    from tlcli.model.tta import has_tta, rewrapped, tta_temperature
     from tlcli.serve.predictor import load_keras_model
 
     model = load_keras_model(run.model_path(stage))
     restore_output_weights(model, run.stage_dir(stage) / UNCALIBRATED_FILE)
+    if has_tta(model) and tta_temperature(model) != 1.0:
+        model = rewrapped(model, 1.0)
     return model
 
 

@@ -2,12 +2,14 @@
 
 It trains no network: it reads the target data (the run's decoded-image cache), takes the
 frozen base's features of every image (the run's feature cache, shared with finetune), and
-runs three checks on them (duplicates.py, label_issues.py, outliers.py). It writes, in
-`<run>/doctor/`:
+runs three checks on them (duplicates.py, label_issues.py, outliers.py). A duplicate pair whose
+two files carry different labels is a label conflict (the same image, two labels), reported
+apart from the plain duplicates. It writes, in `<run>/doctor/`:
 
     doctor.csv        file, split, label, issue, score, other (the other file, or the suggested
                       label), note; one row per finding, the most certain first
     duplicates.png    contact sheets, one per kind of finding, file names under each thumbnail
+    conflicts.png
     label_issues.png
     outliers.png
     summary.json      counts per kind, what could not be checked and why
@@ -36,6 +38,7 @@ from tlcli.rundir import RunDir
 COLUMNS = ["file", "split", "label", "issue", "score", "other", "note"]
 SHEETS = {
     "near-duplicates": "duplicates.png",
+    "label conflicts": "conflicts.png",
     "likely label errors": "label_issues.png",
     "outliers": "outliers.png",
 }
@@ -76,6 +79,7 @@ def run_doctor(cfg: Config, console: Console | None = None) -> DoctorFindings:
     outliers = find_outliers(found.features)
     rows = (
         _duplicate_rows(found, *duplicates)
+        + _conflict_rows(found, *duplicates)
         + _label_rows(found, labels)
         + _outlier_rows(found, outliers)
         + _unreadable_rows(found.data.report)
@@ -103,14 +107,27 @@ def _require_extra() -> None:
 
 
 def _duplicate_rows(found, pairs: np.ndarray, scores: np.ndarray) -> list[dict]:
-    rows = []
-    for (i, j), score in zip(pairs, scores, strict=True):
-        a, b = found.split_names[i], found.split_names[j]
-        rows.append(
-            _row(found, i, "near-duplicate", score, str(found.paths[j]),
-                 f"across splits ({a}, {b})" if a != b else f"within {a}")
-        )  # fmt: skip
-    return rows
+    """The pairs whose two files carry the same label."""
+    same = found.labels[pairs[:, 0]] == found.labels[pairs[:, 1]] if len(pairs) else []
+    return [
+        _row(found, i, "near-duplicate", score, str(found.paths[j]), _where(found, i, j))
+        for (i, j), score in zip(pairs[same], scores[same], strict=True)
+    ]
+
+
+def _conflict_rows(found, pairs: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """The pairs whose two files carry different labels: one image, two labels."""
+    differ = found.labels[pairs[:, 0]] != found.labels[pairs[:, 1]] if len(pairs) else []
+    return [
+        _row(found, i, "label conflict", score, str(found.paths[j]),
+             f"the same image labelled {found.classes[found.labels[j]]}, {_where(found, i, j)}")
+        for (i, j), score in zip(pairs[differ], scores[differ], strict=True)
+    ]  # fmt: skip
+
+
+def _where(found, i: int, j: int) -> str:
+    a, b = found.split_names[i], found.split_names[j]
+    return f"across splits ({a}, {b})" if a != b else f"within {a}"
 
 
 def _label_rows(found, issues) -> list[dict]:
@@ -121,17 +138,25 @@ def _label_rows(found, issues) -> list[dict]:
 
 
 def _outlier_rows(found, outliers) -> list[dict]:
+    from tlcli.insight.outliers import NEIGHBOURS
+
+    notes = {
+        "far": lambda d, n: (
+            f"far from every other image: mean distance {d:.3f} to the "
+            f"{NEIGHBOURS} nearest (median {outliers.typical_distance:.3f})"
+        ),
+        "empty": lambda d, n: (
+            f"the base barely responds (a blank or empty frame?): feature "
+            f"norm {n:.1f} (median {outliers.typical_norm:.1f})"
+        ),
+    }
     return [
-        _row(
-            found,
-            i,
-            "outlier",
-            d,
-            "",
-            f"mean distance to nearest images (limit {outliers.limit:.3f})",
+        _row(found, i, "outlier", z, "", notes[reason](d, n))
+        for i, z, reason, d, n in zip(
+            outliers.rows, outliers.score, outliers.reasons, outliers.distance, outliers.norm,
+            strict=True,
         )
-        for i, d in zip(outliers.rows, outliers.distance, strict=True)
-    ]
+    ]  # fmt: skip
 
 
 def _unreadable_rows(report: dict) -> list[dict]:
@@ -158,7 +183,9 @@ def _counts(rows: list[dict]) -> dict[str, int]:
     kinds = [r["issue"] for r in rows]
     return {
         "near-duplicate": kinds.count("near-duplicate"),
-        "cross-split duplicate": sum(r["note"].startswith("across") for r in rows),
+        "label conflict": kinds.count("label conflict"),
+        # either kind of pair: the same image on both sides of a split
+        "cross-split duplicate": sum("across splits" in r["note"] for r in rows),
         "label": kinds.count("label"),
         "outlier": kinds.count("outlier"),
         "unreadable": kinds.count("unreadable"),
@@ -168,12 +195,12 @@ def _counts(rows: list[dict]) -> dict[str, int]:
 def _write(findings: DoctorFindings, found, seconds: float, cfg: Config) -> None:
     from tlcli.insight.duplicates import DUPLICATE_THRESHOLD
     from tlcli.insight.label_issues import MAX_LABEL_PROBABILITY
-    from tlcli.insight.outliers import MAD_LIMIT
+    from tlcli.insight.outliers import LIMIT
 
     folder = findings.folder
     write_csv_rows(folder / "doctor.csv", findings.rows, COLUMNS)
-    kinds = {"near-duplicates": "near-duplicate", "likely label errors": "label",
-             "outliers": "outlier"}  # fmt: skip
+    kinds = {"near-duplicates": "near-duplicate", "label conflicts": "label conflict",
+             "likely label errors": "label", "outliers": "outlier"}  # fmt: skip
     sheets = {}
     for title, sheet in SHEETS.items():
         chosen = [r for r in findings.rows if r["issue"] == kinds[title]]
@@ -194,7 +221,7 @@ def _write(findings: DoctorFindings, found, seconds: float, cfg: Config) -> None
             "limits": {
                 "duplicate_similarity": DUPLICATE_THRESHOLD,
                 "label_probability": MAX_LABEL_PROBABILITY,
-                "outlier_mad": MAD_LIMIT,
+                "outlier_mad": LIMIT,
             },
             "features_reused": found.reused,
             "seconds": {**found.seconds, "checks": round(seconds, 2)},
@@ -208,6 +235,9 @@ def _tile(row: dict) -> Tile:
         other = "/".join(Path(row["other"]).parts[-2:])
         return Tile([Path(row["file"]), Path(row["other"])],
                     [name, other, f"{row['note']}, {row['score']:.3f}"])  # fmt: skip
+    if row["issue"] == "label conflict":
+        other = "/".join(Path(row["other"]).parts[-2:])
+        return Tile([Path(row["file"]), Path(row["other"])], [name, other, row["note"]])
     if row["issue"] == "label":
         return Tile([Path(row["file"])], [name, f"{row['label']} -> {row['other']}?"])
     return Tile([Path(row["file"])], [name, f"{row['label']}, {row['score']:.3f}"])
@@ -220,7 +250,8 @@ def _print(findings: DoctorFindings, console: Console) -> None:
         ["finding", "count"],
         [
             ["near-duplicate pairs", str(counts["near-duplicate"])],
-            ["  of which across splits", str(counts["cross-split duplicate"])],
+            ["same image, two labels", str(counts["label conflict"])],
+            ["  pairs across splits", str(counts["cross-split duplicate"])],
             ["likely label errors", str(counts["label"])],
             ["outliers", str(counts["outlier"])],
             ["unreadable files", str(counts["unreadable"])],
@@ -228,6 +259,12 @@ def _print(findings: DoctorFindings, console: Console) -> None:
     )
     for note in findings.notes:
         console.warn(note)
+    if counts["label conflict"]:
+        console.result(
+            f"{counts['label conflict']} image(s) filed under two labels (label conflicts in "
+            "doctor.csv): each needs one label",
+            tone="bad",
+        )
     if counts["cross-split duplicate"]:
         console.result(
             f"{counts['cross-split duplicate']} near-duplicate pair(s) across splits: "

@@ -11,6 +11,14 @@ anywhere without tlcli's code and every export format carries it; it is exact (e
 one input times 1.0). Training never sees this wrapper: stages train the plain network
 (`without_tta`) and wrap it when they save.
 
+A calibrated wrapper (`tlcli.insight.calibration`) scales the mean, not each branch:
+
+    ... -> mean -> log -> / T -> softmax
+
+softmax(log p / T) ranks the classes as p does, so calibration never changes the most likely
+class; scaling each branch's logits before the mean could. The log is a Keras op in the
+functional graph (`keras.ops.log`), which model.keras saves and loads like a layer.
+
 >>> from tlcli.bases import build_base
 >>> from tlcli.config import HeadConfig
 >>> from tlcli.model.network import build_classifier
@@ -27,6 +35,12 @@ True
 >>> [layer.name for layer in without_tta(wrapped, base_training=False).layers] == [
 ...     layer.name for layer in plain.layers]
 True
+>>> calibrated = rewrapped(wrapped, 2.0)
+>>> tta_temperature(calibrated), tta_temperature(rewrapped(calibrated, 1.0))
+(2.0, 1.0)
+>>> mean = wrapped.predict(image, verbose=0)
+>>> bool(np.allclose(calibrated.predict(image, verbose=0), np.sqrt(mean) / np.sqrt(mean).sum()))
+True
 """
 
 from __future__ import annotations
@@ -38,6 +52,10 @@ from tlcli.model.network import assemble
 
 TTA_PREFIX = "tta_"  # layers that only the wrapper has
 MIRROR_LAYER = "tta_mirror"
+TEMPERATURE_LAYER = "tta_temperature"
+# Floor under the mean before its log: far below any probability the argmax could take, and
+# no -inf for exports to carry.
+SMALLEST_PROBABILITY = 1e-30
 
 
 def mirror_layers(width: int) -> list[keras.layers.Layer]:
@@ -64,9 +82,9 @@ def mirrored(model: keras.Model, name: str = "mirrored") -> keras.Model:
     return keras.Model(inputs, model(x), name=name)
 
 
-def with_flip_tta(model: keras.Model) -> keras.Model:
+def with_flip_tta(model: keras.Model, temperature: float = 1.0) -> keras.Model:
     """The classifier `model` (a chain from `assemble`) predicting the mean over the image and
-    its mirror."""
+    its mirror; with a `temperature` other than 1, softmax(log mean / temperature)."""
     inputs = keras.Input(model.input_shape[1:], name="image")
     chain = _chain(model)
     mirror = inputs
@@ -78,7 +96,22 @@ def with_flip_tta(model: keras.Model) -> keras.Model:
             x = layer(x, training=False) if isinstance(layer, keras.Model) else layer(x)
         branches.append(x)
     outputs = keras.layers.Average(name="tta_mean", dtype="float32")(branches)
+    if temperature != 1.0:
+        outputs = _tempered(outputs, temperature)
     return keras.Model(inputs, outputs, name=model.name)
+
+
+def tta_temperature(model: keras.Model) -> float:
+    """The temperature a wrapped model divides its mean's log by (1.0: none)."""
+    for layer in model.layers:
+        if layer.name == TEMPERATURE_LAYER:
+            return float(1 / layer.scale)
+    return 1.0
+
+
+def rewrapped(model: keras.Model, temperature: float) -> keras.Model:
+    """A wrapped model again, over the same layers, with `temperature` after its mean."""
+    return with_flip_tta(without_tta(model, base_training=False), temperature)
 
 
 def has_tta(model: keras.Model) -> bool:
@@ -88,6 +121,14 @@ def has_tta(model: keras.Model) -> bool:
 def without_tta(model: keras.Model, *, base_training: bool | None) -> keras.Model:
     """The plain classifier inside a wrapped one (the same layer objects)."""
     return assemble(_chain(model), tuple(model.input_shape[1:3]), base_training=base_training)
+
+
+def _tempered(mean, temperature: float):
+    log_mean = keras.ops.log(keras.ops.maximum(mean, SMALLEST_PROBABILITY))
+    scaled = keras.layers.Rescaling(1 / temperature, name=TEMPERATURE_LAYER, dtype="float32")(
+        log_mean
+    )
+    return keras.layers.Softmax(name="tta_calibrated", dtype="float32")(scaled)
 
 
 def _chain(model: keras.Model) -> list[keras.layers.Layer]:

@@ -3,7 +3,9 @@
 `import_tensorflow` keeps TensorFlow's start-up chatter (oneDNN, CUDA probing, absl notices) out
 of the user's terminal: the C++ side writes it to file descriptor 2 before any log setting can
 apply, so it is captured while TensorFlow loads and shown only if loading fails (or when
-TLCLI_TF_LOGS=1).
+TLCLI_TF_LOGS=1). What its ops log later, at run time (oneDNN's notice that a dtype needs
+AVX-512, at error level), `quiet_tensorflow_logs` keeps out: TensorFlow reads its C++ log level
+once, as it loads, so every command sets it before anything can import TensorFlow.
 
 TLCLI_CPU_DEVICES=N splits the CPU into N logical devices as TensorFlow starts (it must happen
 before TensorFlow initialises its devices), so that `run.distribution: mirrored` can train with
@@ -27,11 +29,19 @@ from tlcli.errors import ConfigError, RunError
 _imported = False
 
 
+def quiet_tensorflow_logs() -> None:
+    """TensorFlow's C++ logs off (fatal errors only) for this process and its children, unless
+    TLCLI_TF_LOGS=1 or TF_CPP_MIN_LOG_LEVEL says otherwise; in time only before TensorFlow
+    loads. Its errors that matter reach Python as exceptions."""
+    if os.environ.get("TLCLI_TF_LOGS") != "1":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def import_tensorflow():
     """Import TensorFlow (and Keras) once, quietly; apply TLCLI_CPU_DEVICES."""
     global _imported
     if not _imported:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_tensorflow_logs()
         if os.environ.get("TLCLI_TF_LOGS") == "1":
             import tensorflow as tf
         else:

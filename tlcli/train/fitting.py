@@ -1,6 +1,6 @@
 """Fit one stage with Keras callbacks, so that a killed stage resumes exactly where it stopped.
 
-Callbacks: `EpochBackup` (below), CSVLogger (history.csv), TensorBoard (logs/), EarlyStopping
+Callbacks: `EpochBackup` (below), `HistoryLogger` (history.csv), TensorBoard (logs/), EarlyStopping
 when configured. Keras' BackupAndRestore writes its weights file in place and its epoch counter
 in a second file, so a kill at the wrong moment leaves a torn or mismatched pair; `EpochBackup`
 saves the same state (weights and optimizer variables) under a name that carries the epoch and
@@ -83,6 +83,28 @@ class EpochBackup(keras.callbacks.Callback):
             if older not in kept:
                 older.unlink()
         self.seconds += time.perf_counter() - started
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger with LF line ends, as every other CSV file tlcli writes (and the rows it
+    keeps of history.csv on a resume): its writer takes the csv module's Excel dialect, CRLF."""
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        self.csv_file = _LineFeeds(self.csv_file)
+
+
+class _LineFeeds:
+    """A text file whose writes end lines with LF where the csv module ends them with CRLF."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+
+    def write(self, text: str) -> int:
+        return self._file.write(text.replace("\r\n", "\n"))
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
 
 
 def newest_backup(backup_dir: Path) -> int:
@@ -227,7 +249,7 @@ def fit_stage(
     # its best one.
     callbacks: list[keras.callbacks.Callback] = [
         clock,
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        HistoryLogger(str(history_csv), append=True),
         *([early] if early else []),
         backup,
         EpochTensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
