@@ -13,7 +13,7 @@ from conftest import SHARED, config_dict, make_image_folder, words
 
 from tlcli.model.tta import with_flip_tta
 from tlcli.serve.onnx_model import write_onnx
-from tlcli.serve.parity import TOLERANCES, compare
+from tlcli.serve.parity import compare, tolerance
 from tlcli.serve.predictor import load_predictor
 
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -50,7 +50,7 @@ def test_a_network_with_test_time_augmentation_and_a_temperature_converts(tmp_pa
     predictor = load_predictor(path)
     assert (predictor.kind, predictor.image_size, predictor.labels) == ("onnx", (16, 16), labels)
     assert predictor.labels_file == path  # the labels came from the file's own metadata
-    check = compare(expected, predictor.predict(pixels.astype(np.uint8)), TOLERANCES["none"])
+    check = compare(expected, predictor.predict(pixels.astype(np.uint8)), tolerance("onnx", "none"))
     assert check.passed, check.describe()
 
 
@@ -102,7 +102,9 @@ def _export_and_compare(cli, run, images) -> dict[str, dict]:
             ]
             continue
         assert result.exit_code == 0, result.output
-        checks[quantize] = json.loads((folder / "export.json").read_text())["check"]["onnx"]
+        checks[quantize] = json.loads((folder / "export.json").read_text())["parity"]["checks"][
+            "onnx"
+        ]
         checks[quantize]["bytes"] = (folder / "model.onnx").stat().st_size
     assert checks["none"]["max_diff"] <= 1e-4 and checks["none"]["agreement"] == 1.0
     if "dynamic" in checks:
