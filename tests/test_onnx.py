@@ -134,8 +134,8 @@ def test_resnet50_run_exports_to_onnx(tmp_path, write_config, cli):
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="../shared/weights not present")
 @pytest.mark.skipif(not (HYMENOPTERA / "val").is_dir(), reason="../shared/datasets not present")
 def test_mobilenet_v2_with_imagenet_weights_exports_to_onnx(tmp_path, write_config, cli):
-    """Real weights on real photos. Measured here: the float file agrees to 3e-6; the dynamic
-    one agreed on 92-97% of 64 images and moved a probability by 0.37-0.46: refused."""
+    """Real weights on real photos: the float file agrees to 1e-4; the dynamic one is judged
+    by its top-1 agreement (README's export section has the measured figures)."""
     config = {
         "name": "t",
         "output_dir": str(tmp_path / "runs"),
