@@ -3,20 +3,33 @@ and again in a fresh Python process that cannot import tlcli."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
 import keras
 import numpy as np
 import onnx
 import pytest
-from conftest import EXPORTS, words
+from conftest import EXPORTS, config_dict, make_image_folder, words
 
+from tlcli.data.folders import scan_folder
+from tlcli.data.image_cache import decode_folder
 from tlcli.data.images import decode_image
-from tlcli.serve.parity import TOLERANCES, Tolerance, compare, non_integer_layers
+from tlcli.model.output_layer import output_layer
+from tlcli.serve.formats import FORMAT_QUANTIZE_MODES
+from tlcli.serve.parity import (
+    TOLERANCES,
+    Tolerance,
+    calibration_images,
+    compare,
+    non_integer_layers,
+    tolerance,
+)
 
 FRESH_FILES = ("pixels.npy", "exports.json", "results.npz")
 ARTEFACTS = {
@@ -101,7 +114,8 @@ def test_each_export_passes_its_own_check(exports, trained_run, name):
     metadata = json.loads((folder / "export.json").read_text())
     assert metadata["format"] == export_format and metadata["quantize"] == quantize
     assert metadata["image_size"] == [32, 32] and metadata["labels"] == ["cross", "disc", "square"]
-    checks = metadata["check"].values()
+    assert metadata["parity"]["passed"] and not metadata["parity"]["forced"]
+    checks = metadata["parity"]["checks"].values()
     assert checks and all(check["passed"] and check["images"] == 54 for check in checks)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "temp folders"
 
@@ -160,8 +174,8 @@ def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained
     reference = model.predict(pixels.astype(np.float32), verbose=0)
     results = np.load(tmp_path / results_file)
     assert sorted(results.files) == sorted(EXPORTS)
-    for name, (_, quantize) in EXPORTS.items():
-        check = compare(reference, results[name], TOLERANCES[quantize])
+    for name, (export_format, quantize) in EXPORTS.items():
+        check = compare(reference, results[name], tolerance(export_format, quantize))
         assert check.passed, f"{name}: {check.describe()}"
 
 
@@ -183,7 +197,7 @@ def test_exports_carry_the_runs_test_time_augmentation(exports, trained_run):
     for name in ("keras", "savedmodel", "tflite", "onnx"):
         predictor = load_predictor(trained_run / "export" / f"finetune-{name}")
         for batch in (pixels, mirrors):
-            check = compare(reference, predictor.predict(batch), TOLERANCES["none"])
+            check = compare(reference, predictor.predict(batch), tolerance(name, "none"))
             assert check.passed, f"{name}: {check.describe()}"
 
 
@@ -211,8 +225,8 @@ def test_predict_reads_exports_as_files_or_folders(exports, trained_run, cli):
     np.testing.assert_allclose(table["savedmodel"], table["run"], atol=1e-5)
     np.testing.assert_allclose(table["onnx"], table["run"], atol=1e-4)
     assert (table["onnx"].argmax(axis=1) == table["run"].argmax(axis=1)).all()
-    assert compare(table["run"], table["tflite-int8"], TOLERANCES["int8"]).passed
-    assert compare(table["run"], table["onnx-dynamic"], TOLERANCES["dynamic"]).passed
+    assert compare(table["run"], table["tflite-int8"], tolerance("tflite", "int8")).passed
+    assert compare(table["run"], table["onnx-dynamic"], tolerance("onnx", "dynamic")).passed
 
 
 def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
@@ -227,15 +241,109 @@ def test_existing_exports_are_kept_and_a_failed_check_leaves_nothing(
     kept = (folder / "export.json").read_text()
 
     # A check that cannot pass: the export must fail with exit 1 and leave nothing behind.
-    monkeypatch.setitem(TOLERANCES, "none", Tolerance(max_diff=-1.0, min_agreement=1.0))
+    monkeypatch.setitem(TOLERANCES, ("keras", "none"), Tolerance(max_diff=-1.0, min_agreement=1.0))
     failed = cli("export", trained_run, "--format", "keras", "-o", tmp_path / "new")
     assert failed.exit_code == 1
-    assert "does not match the Keras model" in " ".join(failed.output.split())
+    assert "does not match the Keras model" in words(failed.output)
+    assert "nothing was written; use --force to keep it anyway" in words(failed.output)
     failed_overwrite = cli("export", trained_run, "--format", "keras", "-o", folder, "--overwrite")
     assert failed_overwrite.exit_code == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"], "no temp or half export"
     assert (folder / "export.json").read_text() == kept, "the previous export is untouched"
     assert (folder / "model.keras").is_file()
+
+
+def test_force_keeps_an_export_that_fails_its_check_and_says_so(
+    trained_run, cli, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(TOLERANCES, ("keras", "none"), Tolerance(max_diff=-1.0, min_agreement=1.0))
+    folder = tmp_path / "forced"
+    result = cli("export", trained_run, "--format", "keras", "-o", folder, "--force")
+    assert result.exit_code == 0, result.output
+    said = words(result.output)  # one warning, wrapped to the terminal's width
+    assert said.count("warning:") == 1 and said.count("failed its check, as forced") == 1, said
+    assert (folder / "model.keras").is_file() and (folder / "labels.txt").is_file()
+    parity = json.loads((folder / "export.json").read_text())["parity"]
+    assert parity["passed"] is False and parity["forced"] is True
+    assert parity["checks"]["keras"]["passed"] is False
+
+    # --force on an export that passes records nothing forced.
+    monkeypatch.undo()
+    passing = cli("export", trained_run, "--format", "keras", "-o", tmp_path / "ok", "--force")
+    assert passing.exit_code == 0 and "check passed" in words(passing.output)
+    parity = json.loads((tmp_path / "ok" / "export.json").read_text())["parity"]
+    assert parity["passed"] is True and parity["forced"] is False
+
+
+def test_each_format_and_quantize_mode_has_its_tolerance():
+    """Float exports are held to max |dp|; quantized ones to top-1 agreement, so a float16 file
+    whose probabilities move by a few hundredths but whose answers all agree passes, and one
+    that changes a third of its answers fails, whatever its |dp|."""
+    keras_probs = np.tile([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.3, 0.5]], (10, 1))
+    nudged = keras_probs + np.array([-0.03, 0.02, 0.01])  # same top-1 class everywhere
+    swapped = keras_probs.copy()
+    swapped[::3] = [0.3, 0.4, 0.3]  # a third of the answers change, |dp| 0.4
+    pairs = {(fmt, mode) for fmt, modes in FORMAT_QUANTIZE_MODES.items() for mode in modes}
+    assert set(TOLERANCES) == pairs
+    for export_format, quantize in pairs:
+        limits = tolerance(export_format, quantize)
+        if quantize == "none":
+            assert limits.max_diff <= 1e-4 and limits.min_agreement == 1.0
+            assert not compare(keras_probs, nudged, limits).passed
+        else:
+            assert compare(keras_probs, nudged, limits).passed, (export_format, quantize)
+            assert not compare(keras_probs, swapped, limits).passed, (export_format, quantize)
+
+
+def test_int8_calibration_images_are_the_pixels_the_run_trained_on(trained_run):
+    """The representative dataset goes through the run's own decoder and resize: the same
+    uint8 pixels as the run's image cache holds for its training rows."""
+    with (trained_run / "split.csv").open(newline="") as split:
+        train = [Path(row["path"]) for row in csv.DictReader(split) if row["split"] == "train"]
+    calibration = calibration_images(trained_run, (32, 32))
+    folder = scan_folder(trained_run.parent.parent / "data" / "train")
+    decoded = decode_folder(folder, (32, 32), trained_run / "cache")
+    rows = [folder.files.index(path) for path in train]
+    assert calibration.dtype == np.uint8 and len(calibration) == len(train) == 30
+    np.testing.assert_array_equal(calibration, decoded.pixels[rows])
+
+
+@pytest.fixture(scope="module")
+def searched_run(tmp_path_factory):
+    """VGG16 at 32 px, random weights, no hidden layer: its head is fitted by the search. Some
+    of its pooled features fire on a handful of the training images only."""
+    data = make_image_folder(
+        tmp_path_factory.mktemp("searched") / "data", {"train": 12, "val": 4, "test": 4}
+    )
+    config = config_dict(data, model={"head": {"dense": []}}, finetune=None)
+    path = data.parent / "config.yaml"
+    path.write_text(json.dumps(config))
+    from typer.testing import CliRunner
+
+    from tlcli.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    run = data.parent / "runs" / "t"
+    assert json.loads((run / "finetune" / "search.json").read_text())["kept"] == "search"
+    return run
+
+
+def test_a_searched_head_holds_no_outsized_weights(searched_run):
+    """No row of the folded kernel dwarfs the others: int8 and float16 give each class one
+    scale, which an outsized row would set for every weight of that class."""
+    model = keras.models.load_model(searched_run / "finetune" / "model.keras", compile=False)
+    rows = np.abs(output_layer(model).get_weights()[0]).max(axis=1)
+    assert rows.max() <= 50 * np.median(rows), (rows.max(), np.median(rows))
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "int8"])
+def test_a_searched_head_exports_to_quantized_tflite_that_agrees(searched_run, cli, quantize):
+    folder = searched_run / "export" / f"finetune-tflite-{quantize}"
+    result = cli("export", searched_run, "--format", "tflite", "--quantize", quantize)
+    assert result.exit_code == 0, result.output
+    check = json.loads((folder / "export.json").read_text())["parity"]["checks"]["tflite"]
+    assert check["agreement"] >= 0.97, check
 
 
 @pytest.mark.parametrize(

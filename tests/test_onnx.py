@@ -13,7 +13,7 @@ from conftest import SHARED, config_dict, make_image_folder, words
 
 from tlcli.model.tta import with_flip_tta
 from tlcli.serve.onnx_model import write_onnx
-from tlcli.serve.parity import TOLERANCES, compare
+from tlcli.serve.parity import compare, tolerance
 from tlcli.serve.predictor import load_predictor
 
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -50,7 +50,7 @@ def test_a_network_with_test_time_augmentation_and_a_temperature_converts(tmp_pa
     predictor = load_predictor(path)
     assert (predictor.kind, predictor.image_size, predictor.labels) == ("onnx", (16, 16), labels)
     assert predictor.labels_file == path  # the labels came from the file's own metadata
-    check = compare(expected, predictor.predict(pixels.astype(np.uint8)), TOLERANCES["none"])
+    check = compare(expected, predictor.predict(pixels.astype(np.uint8)), tolerance("onnx", "none"))
     assert check.passed, check.describe()
 
 
@@ -102,7 +102,9 @@ def _export_and_compare(cli, run, images) -> dict[str, dict]:
             ]
             continue
         assert result.exit_code == 0, result.output
-        checks[quantize] = json.loads((folder / "export.json").read_text())["check"]["onnx"]
+        checks[quantize] = json.loads((folder / "export.json").read_text())["parity"]["checks"][
+            "onnx"
+        ]
         checks[quantize]["bytes"] = (folder / "model.onnx").stat().st_size
     assert checks["none"]["max_diff"] <= 1e-4 and checks["none"]["agreement"] == 1.0
     if "dynamic" in checks:
@@ -132,8 +134,8 @@ def test_resnet50_run_exports_to_onnx(tmp_path, write_config, cli):
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="../shared/weights not present")
 @pytest.mark.skipif(not (HYMENOPTERA / "val").is_dir(), reason="../shared/datasets not present")
 def test_mobilenet_v2_with_imagenet_weights_exports_to_onnx(tmp_path, write_config, cli):
-    """Real weights on real photos. Measured here: the float file agrees to 3e-6; the dynamic
-    one agreed on 92-97% of 64 images and moved a probability by 0.37-0.46: refused."""
+    """Real weights on real photos: the float file agrees to 1e-4; the dynamic one is judged
+    by its top-1 agreement (README's export section has the measured figures)."""
     config = {
         "name": "t",
         "output_dir": str(tmp_path / "runs"),

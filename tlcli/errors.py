@@ -35,6 +35,7 @@ PYTHON_WORDS = {
     "mode=resume": "mode='resume'",
     "mode=overwrite": "mode='overwrite'",
     "overwrite": "overwrite=True",
+    "force": "force=True",
     "output": "output=<another folder>",
     "name": "another run name",
 }

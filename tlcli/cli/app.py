@@ -89,6 +89,7 @@ CLI_WORDS = {
     "mode=resume": "--resume",
     "mode=overwrite": "--overwrite",
     "overwrite": "--overwrite",
+    "force": "--force",
     "output": "--output",
     "name": "another run name",
 }

@@ -110,6 +110,9 @@ def export_model(
         help="Export folder (default: RUN_DIR/export/STAGE-FORMAT[-Q]).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+    force: bool = typer.Option(
+        False, "--force", help="Keep the export even if it fails its check (export.json says so)."
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Save a trained stage for serving with its labels; check it against the run's model."""
@@ -122,5 +125,6 @@ def export_model(
         quantize=quantize,
         output=output,
         overwrite=overwrite,
+        force=force,
         console=make_console(quiet),
     )

@@ -22,8 +22,9 @@ own preprocessing:
 
 Before the folder is put in place the export is loaded back from disk and compared with the
 stage's model.keras on the run's images (`tlcli.serve.parity`); beyond the tolerance of its
-quantize mode it is a RunError and nothing is left behind. `tests/test_export.py` exports and
-checks every format.
+format and quantize mode it is a RunError and nothing is left behind, unless `force` keeps it
+(export.json then says `"parity": {"passed": false, "forced": true, ...}`).
+`tests/test_export.py` exports and checks every format.
 """
 
 from __future__ import annotations
@@ -61,13 +62,13 @@ from tlcli.serve.onnx_model import (
     write_onnx,
 )
 from tlcli.serve.parity import (
-    TOLERANCES,
     CheckResult,
     Tolerance,
     calibration_images,
     check_images,
     compare,
     non_integer_layers,
+    tolerance,
 )
 from tlcli.serve.predictor import Predictor, keras_predictor, load_keras_model, load_predictor
 
@@ -116,11 +117,13 @@ def export_stage(
     quantize: str = "none",
     output: Path | None = None,
     overwrite: bool = False,
+    force: bool = False,
     console: Console | None = None,
 ) -> ExportResult:
     """Export a finished stage of `run_dir` (default: the latest trained) and check it.
 
     `run_dir` may also be a stage folder of a run (`runs/x/unfreeze`): that stage is exported.
+    `force`: keep an export that fails its check (recorded in export.json), instead of a RunError.
     """
     console = console or Console()
     run, stage = _check_request(run_dir, export_format, stage, quantize)
@@ -142,21 +145,27 @@ def export_stage(
     )
     console.banner("export", details)
     with atomic_dir(folder) as tmp:
-        job = _Job(model, reference, run.path, tmp, quantize, console)
+        job = _Job(model, reference, run.path, tmp, export_format, quantize, console)
         WRITERS[export_format](job)
         shutil.copyfile(reference.labels_file, tmp / LABELS_FILE)
-        checks = _check_export(job, export_format, sample, expected, details)
+        checks = _check_export(job, sample, expected, details, force)
         size = _size(tmp / ARTEFACTS[export_format])
-        write_json(
-            tmp / "export.json", _metadata(stage, export_format, quantize, reference, checks)
-        )
+        write_json(tmp / "export.json", _metadata(job, stage, reference, checks, force))
     run.record_export(folder, stage)  # so that overwriting the stage can name it
     artefact = folder / ARTEFACTS[export_format]
-    worst = max(checks.values(), key=lambda check: check.max_diff)
-    console.result(
-        f"exported {details} -> {artefact} ({size / 1e6:.1f} MB); check passed: {worst.describe()}"
-    )
-    return ExportResult(folder, artefact, size, checks)
+    result = ExportResult(folder, artefact, size, checks)
+    worst = _worst(checks)
+    if result.passed:
+        console.result(
+            f"exported {details} -> {artefact} ({size / 1e6:.1f} MB); "
+            f"check passed: {worst.describe()}"
+        )
+    else:
+        console.warn(
+            f"exported {details} -> {artefact} ({size / 1e6:.1f} MB) although it failed its "
+            f"check, as forced: {worst.describe()}"
+        )
+    return result
 
 
 # ----------------------------------------------------------------------------------- writers
@@ -170,12 +179,13 @@ class _Job:
     reference: Predictor  # the same model as a Predictor: its file, input size and labels
     run_path: Path
     folder: Path  # the (temporary) export folder to write into
+    export_format: str
     quantize: str
     console: Console
 
     @property
     def tolerance(self) -> Tolerance:
-        return TOLERANCES[self.quantize]
+        return tolerance(self.export_format, self.quantize)
 
 
 def _write_keras(job: _Job) -> None:
@@ -316,24 +326,35 @@ def _check_request(
 
 
 def _check_export(
-    job: _Job, export_format: str, sample: np.ndarray, expected: np.ndarray, details: str
+    job: _Job, sample: np.ndarray, expected: np.ndarray, details: str, force: bool
 ) -> dict[str, CheckResult]:
-    """Load the artefact back from disk, compare it with the Keras model; RunError if it fails."""
+    """Load the artefact back from disk, compare it with the Keras model; RunError if it fails,
+    unless `force`."""
     checks = {
         name: compare(expected, _predict_exported(job, signature, sample), job.tolerance)
-        for name, signature in _entry_points(export_format)
+        for name, signature in _entry_points(job.export_format)
     }
     for name, check in checks.items():
         job.console.info(f"check ({name}): {check.describe()}")
-        if not check.passed:
-            raise RunError(
-                f"the {details} export ({name}) does not match the Keras model: "
-                f"{check.describe()}; nothing was written"
-                + FAILED_CHECK_HINTS.get((export_format, job.quantize), "")
-            )
+    failed = [name for name, check in checks.items() if not check.passed]
+    if failed and not force:
+        raise RunError(
+            f"the {details} export ({failed[0]}) does not match the Keras model: "
+            f"{checks[failed[0]].describe()}; nothing was written"
+            + FAILED_CHECK_HINTS.get((job.export_format, job.quantize), ""),
+            remedies=(Remedy("force", "keep it anyway"),),
+        )
     if job.quantize == "int8":
         _check_integer(job.folder / ARTEFACTS["tflite"], job.console)
     return checks
+
+
+def _worst(checks: dict[str, CheckResult]) -> CheckResult:
+    """The failed check with the lowest agreement, else the one with the largest |dp|."""
+    failed = [check for check in checks.values() if not check.passed]
+    if failed:
+        return min(failed, key=lambda check: check.agreement)
+    return max(checks.values(), key=lambda check: check.max_diff)
 
 
 def _entry_points(export_format: str) -> list[tuple[str, str]]:
@@ -395,22 +416,24 @@ def _stage_calibration(stage_dir: Path) -> dict | None:
 
 
 def _metadata(
-    stage: str,
-    export_format: str,
-    quantize: str,
-    reference: Predictor,
-    checks: dict[str, CheckResult],
+    job: _Job, stage: str, reference: Predictor, checks: dict[str, CheckResult], force: bool
 ) -> dict:
+    passed = all(check.passed for check in checks.values())
     return {
-        "format": export_format,
-        "quantize": quantize,
-        "artefact": ARTEFACTS[export_format],
+        "format": job.export_format,
+        "quantize": job.quantize,
+        "artefact": ARTEFACTS[job.export_format],
         "stage": stage,
         "source_model": str(reference.path),
         "image_size": list(reference.image_size),
-        "input": INPUTS[export_format],
+        "input": INPUTS[job.export_format],
         "labels": reference.labels,
-        "check": {name: result.as_dict() for name, result in checks.items()},
+        # per entry point (the SavedModel's two signatures, else the format's one)
+        "parity": {
+            "passed": passed,
+            "forced": force and not passed,
+            "checks": {name: result.as_dict() for name, result in checks.items()},
+        },
         # The temperature is inside the weights (tlcli.insight.calibration): say so here.
         "calibration": _stage_calibration(reference.path.parent),
         "tlcli": __version__,
