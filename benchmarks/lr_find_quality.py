@@ -44,7 +44,7 @@ SHARED = REPO.parent / "shared"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 RULES = ("descent", "minimum")
 HEAD_GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
-UNFREEZE_GRID = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4]
+UNFREEZE_GRID = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4]
 DATASETS = {
     # hymenoptera has no test split: its val folder (153 images) validates, 44 carved from
     # train would score in steps of 2.3 points

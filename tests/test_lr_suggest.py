@@ -39,12 +39,12 @@ def test_descent_lands_in_the_steep_descent_not_in_the_noise_of_a_flat_start(see
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_a_loss_that_does_not_fall_gets_a_tenth_of_where_it_climbs(seed):
+def test_a_loss_that_does_not_fall_gets_the_rate_where_it_starts_to_climb(seed):
     # unfreezing a trained model: flat (noisy), then wrecked from 1e-4 up
     curve = 0.25 + np.maximum(0, DECADE + 4) ** 2 * 2
     losses = _noisy(curve, noise=0.1, seed=seed)
     found = suggest(RATES[: len(losses)], losses, "descent")
-    assert 10**-5.3 <= found.rate <= 10**-4.6, found
+    assert 10**-4.3 <= found.rate <= 10**-3.6, found
     assert "climb" in found.why
 
 

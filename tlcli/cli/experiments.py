@@ -139,8 +139,8 @@ def lr_find(
     rule: Literal["descent", "minimum"] = typer.Option(
         "descent",
         "--rule",
-        help="descent: halfway down the loss's descent (when it does not fall: a tenth of the "
-        "rate where it climbs); minimum: a tenth of the lowest loss's rate.",
+        help="descent: halfway down the loss's descent (when it does not fall: where it starts "
+        "to climb); minimum: a tenth of the lowest loss's rate.",
     ),
     overrides: list[str] = SET,
     quiet: bool = QUIET,

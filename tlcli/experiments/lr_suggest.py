@@ -12,10 +12,11 @@ reads the curve, so the average can look both ways and has no lag.
   between the two. A descent shaped like a sigmoid in log(rate) falls fastest at its midpoint,
   and a level crossing needs no derivative of a noisy curve, so the noise of a flat start (where a
   "steepest slope" rule lands) cannot pull it there.
-  When the loss does not fall by more than its noise (a model already trained, as when
-  unfreezing), the suggestion is a tenth of the rate where the climb that ends the test starts
-  (where the smoothed loss last left its start level): the usual margin below the rates that
-  wreck what was learnt.
+  When the loss does not fall by more than its noise (a model that already fits, as when
+  unfreezing), the suggestion is the rate where the climb that ends the test starts (where the
+  smoothed loss last left its start level): the fastest training that does not yet undo what
+  the model learnt. (A tenth of it, the habit for a rate that blows the loss up, trains too
+  little in a few epochs: README, "Finding the learning rate".)
 - `minimum`: a tenth of the rate at the lowest smoothed loss (Smith, 2017).
 
 >>> rates = np.geomspace(1e-7, 1, 100)
@@ -24,7 +25,7 @@ reads the curve, so the average can look both ways and has no lag.
 0.0011
 >>> flat_then_climbing = 0.3 + np.maximum(0, np.log10(rates) + 4)  # climbs from 1e-4
 >>> print(suggest(rates, flat_then_climbing, "descent").why)
-a tenth of the rate where the loss starts to climb (5.7e-05): it did not fall
+where the loss starts to climb: it did not fall
 """
 
 from __future__ import annotations
@@ -90,12 +91,8 @@ def suggest(rates, losses, rule: Rule = "descent") -> Suggestion:
         return Suggestion(
             round_rate(rates[0]), "the loss neither fell nor climbed: the lowest rate tried"
         )
-    at = float(rates[settled[-1] + 1])
-    if at / 10 < rates[0]:
-        return Suggestion(round_rate(rates[0]), "the loss climbed from the start: the lowest rate")
     return Suggestion(
-        round_rate(at / 10),
-        f"a tenth of the rate where the loss starts to climb ({at:.2g}): it did not fall",
+        round_rate(rates[settled[-1] + 1]), "where the loss starts to climb: it did not fall"
     )
 
 
