@@ -136,7 +136,7 @@ def measure_sweep(cfg: dict, work: Path, args, workers: int, finetune: float) ->
     path.write_text(yaml.safe_dump({**cfg, "output_dir": str(out)}, sort_keys=False))
     command = [sys.executable, "-m", "tlcli", "sweep", str(path), "--trials", str(args.trials)]
     sweep = timed([*command, "-j", str(workers)], work / f"sweep-j{workers}.log")
-    rows = trial_breakdown(out / "cost")
+    rows = trial_breakdown(out / "cost-sweep")  # tlcli.experiments.sweep.sweep_folder
     later = rows[1:] or rows
     keys = ("seconds", "data", "cache", "fit", "rest")
     mean = {k: round(statistics.mean(r[k] for r in later), 2) for k in keys}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import pty
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -181,6 +185,48 @@ def exports(trained_run: Path) -> dict[str, object]:
     }
 
 
+def _as_in_a_terminal() -> None:
+    """SIGINT as a terminal's foreground process has it. A suite started in the background by
+    a shell without job control (a CI script's `cmd &`) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: Ctrl-C would do nothing, as it should there."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_on_a_terminal(command: list[str], interrupt_when) -> tuple[int, str]:
+    """Run `command` with a pseudo-terminal as stdout and stderr; SIGINT once
+    `interrupt_when()` holds. Returns the exit code and everything the terminal showed."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, close_fds=True,
+        preexec_fn=_as_in_a_terminal,
+    )  # fmt: skip
+    os.close(terminal)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed: the process is gone
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while not interrupt_when():
+        assert process.poll() is None, shown.decode(errors="replace")
+        assert time.monotonic() < deadline, "the stage did not get going in time"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=120)
+    reader.join(timeout=10)
+    os.close(controller)
+    return code, shown.decode(errors="replace").replace("\r\n", "\n")
+
+
 def words(output: str) -> str:
     """Command output as one line of words: wrapping and the box of a usage error removed."""
     return " ".join(output.replace("│", " ").split())
@@ -188,10 +234,11 @@ def words(output: str) -> str:
 
 @pytest.fixture(scope="session")
 def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished 4-trial grid sweep (VGG16 32 px, 2 epochs), run once per session, and
-    `tlcli run` of its best.yaml beside it (runs/t-best). A grid over the base's weights: a file
-    (the trials share one built base) or a file of another network (those trials fail), and
-    two dropouts."""
+    """One finished 4-trial grid sweep (VGG16 32 px, 2 epochs), run once per session: its
+    folder runs/t-sweep, beside runs/t (`tlcli run` of the same config, before the sweep) and
+    runs/t-best (`tlcli run` of its best.yaml); what the sweep printed is in sweep-output.txt
+    beside runs/. A grid over the base's weights: a file (the trials share one built base) or a
+    file of another network (those trials fail), and two dropouts."""
     import keras
 
     from tlcli.bases import build_base
@@ -213,8 +260,10 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     from tlcli.cli import app
 
-    result = CliRunner().invoke(app, ["sweep", str(path), "--quiet"])
-    assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["run", str(work / "runs" / "t" / "best.yaml"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return work / "runs" / "t"
+    runs = work / "runs"
+    for command in (["run", path], ["sweep", path], ["run", runs / "t-sweep" / "best.yaml"]):
+        result = CliRunner().invoke(app, [*map(str, command), "--quiet"])
+        assert result.exit_code == 0, result.output
+        if command[0] == "sweep":
+            (work / "sweep-output.txt").write_text(result.output)
+    return runs / "t-sweep"

@@ -6,18 +6,20 @@ import csv
 import io
 import json
 import shutil
+import warnings
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import config_dict, words
 
 
 def test_compare_two_runs_and_a_sweep(finished_sweep, trained_run, tmp_path, cli):
-    runs = finished_sweep.parent  # the sweep t, and t-best: `tlcli run` of its best.yaml
+    runs = finished_sweep.parent  # the sweep t-sweep, and t-best: `tlcli run` of its best.yaml
     (runs / "notes").mkdir(exist_ok=True)
     chart = tmp_path / "chart.png"
     result = cli(
-        "compare", trained_run, runs / "t-best", runs / "t", runs / "notes", "--format", "csv",
+        "compare", trained_run, runs / "t-best", finished_sweep, runs / "notes", "--format", "csv",
         "--sort", "finetune.val_accuracy", "--desc", "--chart", chart,
         "--metric", "finetune.val_accuracy",
     )  # fmt: skip
@@ -107,3 +109,23 @@ def test_compare_headers_name_the_stage_when_wide(trained_run, tmp_path):
     ]  # fmt: skip
     assert {"finetune.accuracy", "finetune.val_accuracy", "finetune.seconds"} <= set(names)
     assert "…" not in printed.getvalue()
+
+
+@pytest.mark.parametrize("search", ["auto", "off"])
+def test_lr_find_says_when_the_head_search_trains_the_head_instead(
+    image_folder, write_config, cli, search
+):
+    config = config_dict(image_folder, model={"head": {"dense": []}}, finetune={"search": search})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cli("lr-find", write_config(config), "--steps", "20")
+    assert result.exit_code == 0, result.output
+    said = words(result.output)
+    assert "suggested finetune.optimizer.learning_rate: " in said
+    note = (
+        "warning: finetune.search is auto: this rate trains only the head as configured, which "
+        "the head search keeps only when none of its candidates beats it; set "
+        "finetune.search: off to train the head with it"
+    )
+    assert (note in said) == (search == "auto"), said
+    assert not [w for w in caught if "shuffle" in str(w.message)], "Keras warned about shuffle"

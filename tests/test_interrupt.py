@@ -5,61 +5,13 @@ uninterrupted one is tests/test_exact_resume.py's; in a new process, test_resume
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import shlex
-import signal
-import subprocess
 import sys
-import threading
-import time
 
-from conftest import config_dict, make_image_folder
+from conftest import config_dict, make_image_folder, run_on_a_terminal
 
 EPOCHS = 30  # short epochs on cached features: many, so that the interrupt lands in training
-
-
-def _as_in_a_terminal() -> None:
-    """SIGINT as a terminal's foreground process has it. A suite started in the background by
-    a shell without job control (a CI script's `cmd &`) inherits SIGINT ignored, and Python then
-    installs no KeyboardInterrupt handler: Ctrl-C would do nothing, as it should there."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def run_on_a_terminal(command: list[str], interrupt_when) -> tuple[int, str]:
-    """Run `command` with a pseudo-terminal as stdout and stderr; SIGINT once
-    `interrupt_when()` holds. Returns the exit code and everything the terminal showed."""
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, close_fds=True,
-        preexec_fn=_as_in_a_terminal,
-    )  # fmt: skip
-    os.close(terminal)
-    shown = bytearray()
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the terminal closed: the process is gone
-                return
-            if not chunk:
-                return
-            shown.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 300
-    while not interrupt_when():
-        assert process.poll() is None, shown.decode(errors="replace")
-        assert time.monotonic() < deadline, "the stage did not get going in time"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    code = process.wait(timeout=120)
-    reader.join(timeout=10)
-    os.close(controller)
-    return code, shown.decode(errors="replace").replace("\r\n", "\n")
 
 
 def test_ctrl_c_names_the_command_that_resumes_it(tmp_path, write_config, cli):

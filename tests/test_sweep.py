@@ -1,10 +1,14 @@
 """tlcli sweep: the space checked before any trial, trials as run folders, results, best.yaml,
-resuming a killed sweep, and two processes sharing one study."""
+a sweep's folder apart from runs' folders, resuming a killed or interrupted sweep, and two
+processes sharing one study."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import config_dict, run_subprocess, words
+from conftest import config_dict, run_on_a_terminal, run_subprocess, words
 
 SPACE = {
     "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)",
@@ -47,7 +51,7 @@ def test_a_bad_space_is_one_line_before_any_trial(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     assert "sweep.params." in lines[0] and words_expected in words(lines[0])
-    assert not (image_folder.parent / "runs" / "t").exists(), "nothing ran"
+    assert not (image_folder.parent / "runs").exists(), "nothing ran"
 
 
 def test_sweep_writes_trials_results_and_a_best_config_that_reproduces(finished_sweep):
@@ -78,6 +82,44 @@ def test_sweep_writes_trials_results_and_a_best_config_that_reproduces(finished_
     assert again["final"]["val_loss"] == pytest.approx(trained["final"]["val_loss"], rel=1e-4)
 
 
+def test_a_sweep_goes_beside_the_run_of_its_config_not_into_it(finished_sweep):
+    run = finished_sweep.parent / "t"  # `tlcli run` of the sweep's config, before the sweep
+    assert finished_sweep.name == "t-sweep"
+    assert (run / "finetune" / "model.keras").is_file()
+    left = {"trials", "study.journal", "sweep.json", "results.csv", "results.json", "best.yaml"}
+    assert not left & {path.name for path in run.iterdir()}, "the sweep wrote into the run"
+    assert left <= {path.name for path in finished_sweep.iterdir()}
+
+
+def test_the_summary_names_the_best_trial(finished_sweep):
+    printed = words((finished_sweep.parent.parent / "sweep-output.txt").read_text())
+    best = json.loads((finished_sweep / "results.json").read_text())["best"]
+    assert "t: 4 trials (2 failed), by val_accuracy, best first" in printed
+    assert f"best: trial {best['trial']:04d}, val_accuracy {best['val_accuracy']:.4f}" in printed
+
+
+def test_a_run_never_writes_into_a_sweep_folder_nor_a_sweep_into_a_run_folder(
+    finished_sweep, write_config, cli, tmp_path
+):
+    config = yaml.safe_load((finished_sweep / "best.yaml").read_text())
+    before = sorted(path.name for path in finished_sweep.iterdir())
+    result = cli("run", write_config({**config, "name": "t-sweep"}, "run.yaml"), "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert words(result.output) == (
+        f"error: {finished_sweep}: a sweep's folder, not a run's; use another run name"
+    )
+    assert sorted(path.name for path in finished_sweep.iterdir()) == before
+
+    # a sweep named u goes to u-sweep: here a run's folder (a copy of t-best, a real run)
+    run = shutil.copytree(finished_sweep.parent / "t-best", tmp_path / "runs" / "u-sweep")
+    config.update(name="u", output_dir=str(tmp_path / "runs"))
+    config["sweep"] = {"trials": 1, "params": {"model.head.dropout": [0.1]}}
+    result = cli("sweep", write_config(config, "sweep.yaml"), "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert f"{run}: a run's folder (its finetune), not a sweep's" in words(result.output)
+    assert (run / "finetune" / "model.keras").is_file() and not (run / "trials").exists()
+
+
 def test_without_optuna_sweep_names_the_extra(image_folder, write_config, tmp_path):
     blocker = tmp_path / "no_optuna"
     blocker.mkdir()
@@ -101,7 +143,7 @@ def _start_sweep(config: Path, *extra: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(image_folder, write_config):
     path = write_config(_sweep_config(image_folder, trials=3, epochs=6))
-    trials = image_folder.parent / "runs" / "t" / "trials"
+    trials = image_folder.parent / "runs" / "t-sweep" / "trials"
     process = _start_sweep(path)
     deadline = time.time() + 300
     while not (trials / "0001" / "finetune" / "backup").is_dir():  # trial 1 is mid-way
@@ -124,13 +166,37 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(image_folder, 
 
 
 @pytest.mark.slow
+def test_ctrl_c_on_a_sweep_names_the_command_that_finishes_it(image_folder, write_config, cli):
+    # no sweep section: --param and --trials give the space and the budget
+    path = write_config(config_dict(image_folder, finetune={"epochs": 30, "search": "off"}))
+    sweep = image_folder.parent / "runs" / "t-sweep"
+    backup = sweep / "trials" / "0000" / "finetune" / "backup"
+    command = [
+        sys.executable, "-m", "tlcli", "sweep", str(path),
+        "--param", "finetune.optimizer.learning_rate=[0.001, 0.003]", "--trials", "2",
+    ]  # fmt: skip
+
+    code, shown = run_on_a_terminal(command, lambda: any(backup.glob("epoch-*.weights.h5")))
+
+    assert code == 130, shown
+    found = re.search(r"\ninterrupted; to continue where it stopped:\n  (tlcli .*)\n", shown)
+    assert found, f"no resume command on a line of its own in:\n{shown[-600:]}"
+    resume = shlex.split(found.group(1))
+    assert resume == ["tlcli", *command[3:], "--resume"]
+    resumed = cli(*resume[1:])
+    assert resumed.exit_code == 0, resumed.output
+    rows = json.loads((sweep / "results.json").read_text())["trials"]
+    assert [(r["trial"], r["state"]) for r in rows] == [(0, "complete"), (1, "complete")]
+
+
+@pytest.mark.slow
 def test_two_processes_share_one_study_and_run_no_trial_twice(image_folder, write_config):
     path = write_config(_sweep_config(image_folder, trials=6, epochs=3))
     first = _start_sweep(path, "--resume")
     second = _start_sweep(path, "--resume")
     outputs = [first.communicate(timeout=600)[0], second.communicate(timeout=600)[0]]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    sweep_dir = image_folder.parent / "runs" / "t"
+    sweep_dir = image_folder.parent / "runs" / "t-sweep"
     rows = json.loads((sweep_dir / "results.json").read_text())["trials"]
     assert sorted(r["trial"] for r in rows) == list(range(6))
     assert all(r["state"] == "complete" for r in rows)

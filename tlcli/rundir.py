@@ -15,7 +15,8 @@ Layout of `<output_dir>/<name>/`::
 
 A stage may start when it never started (no stage.json); a stage that did is only touched with
 `resume` (continue it) or `overwrite` (delete it, the stages built on it and their exports under
-export/; exports elsewhere are left as they are, and named).
+export/; exports elsewhere are left as they are, and named). A sweep's folder (SWEEP_RECORD in
+it, tlcli.experiments.sweep) is never a run's, and a run's folder never a sweep's.
 
 >>> import tempfile
 >>> run = RunDir(Path(tempfile.mkdtemp()) / "demo")
@@ -53,6 +54,7 @@ TARGET_STAGES = ("finetune", "unfreeze")  # trained on the target task: evaluate
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
 EXPORT_INFO = "export.json"  # in every export folder: what was exported, from which stage
+SWEEP_RECORD = "sweep.json"  # in every sweep folder: what is swept (tlcli.experiments.sweep)
 
 
 def check_stage_name(stage: str, allowed: tuple[str, ...] = STAGES) -> str:
@@ -117,6 +119,22 @@ class RunDir:
 
     def started_stages(self) -> list[str]:
         return [s for s in STAGES if self.stage_state(s) is not None]
+
+    def check_not_a_sweep(self) -> None:
+        """A run never writes into a sweep's folder (a sweep's trials are runs in its trials/)."""
+        if (self.path / SWEEP_RECORD).is_file():
+            raise ConfigError(
+                f"{self.path}: a sweep's folder, not a run's", remedies=(Remedy("name"),)
+            )
+
+    def check_not_a_run(self) -> None:
+        """A sweep never writes into a run's folder."""
+        stages = self.started_stages()
+        if stages:
+            raise ConfigError(
+                f"{self.path}: a run's folder (its {', '.join(stages)}), not a sweep's",
+                remedies=(Remedy("name"),),
+            )
 
     def trained_stage(self, stage: str | None = None) -> str:
         """`stage` if it finished; by default the latest trained: unfreeze, else finetune."""

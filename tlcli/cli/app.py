@@ -12,6 +12,7 @@ while running; 130 interrupted. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import functools
+import inspect
 import shlex
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 
 import typer
 from typer.core import TyperGroup
+from typer.models import ArgumentInfo
 
 from tlcli.cli.completion import complete_config_file, complete_set_key
 from tlcli.errors import ConfigError, TlcliError, word_remedies
@@ -117,28 +119,46 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             if sys.stdout.isatty():  # end the line a progress bar may have left open
                 print(file=sys.stdout, flush=True)
-            print(interrupted(command.__name__, kwargs), file=sys.stderr)
+            print(interrupted(command, kwargs), file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper
 
 
-def interrupted(name: str, arguments: dict[str, Any]) -> str:
-    """What to say on Ctrl-C; for a training command, the command that continues it: the same
-    config and overrides, with --resume (and without --overwrite).
+def interrupted(command: Callable[..., Any], arguments: dict[str, Any]) -> str:
+    """What to say on Ctrl-C; for a command that resumes (it has --resume), the command that
+    continues it: its arguments and every option given, as given, with --resume (and without
+    --overwrite or hidden options).
 
-    >>> print(interrupted("run", {"config": Path("my.yaml"), "overrides": ["name=a b"],
-    ...                           "resume": False, "overwrite": True, "quiet": False}))
+    >>> def sweep(config: Path = CONFIG, params: list[str] = typer.Option([], "--param"),
+    ...           trials: int | None = typer.Option(None, "--trials"), overrides=SET,
+    ...           resume: bool = RESUME, overwrite: bool = OVERWRITE, quiet: bool = QUIET): ...
+    >>> print(interrupted(sweep, {"config": Path("my.yaml"), "params": ["seed=[1, 2]"],
+    ...     "trials": 2, "overrides": ["name=a b"], "resume": False, "overwrite": True,
+    ...     "quiet": False}))
     interrupted; to continue where it stopped:
-      tlcli run my.yaml --set 'name=a b' --resume
+      tlcli sweep my.yaml --param 'seed=[1, 2]' --trials 2 --set 'name=a b' --resume
     """
     if "resume" not in arguments:
         return "interrupted"
-    words = ["tlcli", name, str(arguments["config"])]
-    for override in arguments["overrides"]:
-        words += ["--set", override]
-    words += ["--resume", *(["--quiet"] if arguments["quiet"] else [])]
+    words = ["tlcli", command.__name__]
+    for name, parameter in inspect.signature(command).parameters.items():
+        words += _given(parameter.default, arguments.get(name))
+    words.append("--resume")
     return f"interrupted; to continue where it stopped:\n  {shlex.join(words)}"
+
+
+def _given(info: Any, value: Any) -> list[str]:
+    """The words that give an argument or option its `value` on the command line again."""
+    if isinstance(info, ArgumentInfo):
+        return [str(value)]
+    flag = next((d for d in getattr(info, "param_decls", ()) if d.startswith("--")), None)
+    if flag in (None, "--resume", "--overwrite") or info.hidden or value == info.default:
+        return []
+    if value is True:
+        return [flag]
+    values = value if isinstance(value, list | tuple) else [value]
+    return [word for one in values for word in (flag, str(one))]
 
 
 def at_least_one(value: int) -> int:

@@ -137,10 +137,11 @@ def lr_find(
     steps: int = typer.Option(
         100, "--steps", metavar="N", callback=at_least_one, help="Training steps of the test."
     ),
-    rule: Literal["steepest", "minimum"] = typer.Option(
-        "steepest",
+    rule: Literal["descent", "minimum"] = typer.Option(
+        "descent",
         "--rule",
-        help="steepest: where the loss falls fastest; minimum: a tenth of the lowest loss's rate.",
+        help="descent: halfway down the loss's descent (when it does not fall: where it starts "
+        "to climb); minimum: a tenth of the lowest loss's rate.",
     ),
     overrides: list[str] = SET,
     quiet: bool = QUIET,

@@ -28,7 +28,7 @@ from tlcli.console import Console
 from tlcli.errors import ConfigError
 from tlcli.experiments.names import short_names
 from tlcli.files import read_json
-from tlcli.rundir import TARGET_STAGES, RunDir
+from tlcli.rundir import SWEEP_RECORD, TARGET_STAGES, RunDir
 
 # Keys that differ between any two runs without saying anything about them.
 NOT_COMPARED = ("name", "output_dir", "cache_dir", "sweep")
@@ -82,7 +82,7 @@ def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
         for match in map(Path, matches):
             if is_run(match):
                 runs.append(match)
-            elif (match / "sweep.json").is_file():
+            elif (match / SWEEP_RECORD).is_file():
                 trials = sorted(p for p in (match / "trials").glob("*") if is_run(p))
                 runs += trials
                 if not trials:

@@ -2,36 +2,26 @@
 Training Neural Networks", section 3.3).
 
 The stage's model trains for a fixed number of steps while the learning rate rises
-exponentially from `start` to `end`; the loss of each step is smoothed (an exponential moving
-average with bias correction, beta 0.98) and the test stops early once the smoothed loss
-exceeds four times its minimum (it diverged). The suggestion comes with the rule that picked
-it:
-
-- `steepest` (the default): the rate where the smoothed loss falls fastest against log(rate),
-  the first tenth of the curve skipped (an average of a few noisy losses swings most there);
-- `minimum`: a tenth of the rate at the smoothed loss's minimum.
-
-On the real photographs of ../shared, `steepest` came closer to the best of a grid of rates
-than `minimum` (README, "Finding the learning rate"; benchmarks/lr_find_quality.py).
+exponentially from `start` to `end`, and the loss of each step is recorded; the test stops early
+once a running average of the loss (bias-corrected, beta 0.98) exceeds four times its minimum
+(it diverged). A rule (tlcli.experiments.lr_suggest) turns the curve into a suggestion.
 
 The test trains what the stage trains, on the same inputs: for finetune that is the head on the
 stage's cached features (the same cache the stage uses, built if missing), so it takes seconds;
 for unfreeze, the finetune model with its top unfrozen. Nothing is saved but the curve
 (`<run>/lr_find/<stage>.png`) and the numbers (`<stage>.json`).
 
->>> rates = np.geomspace(1e-5, 1, 51)
->>> losses = 1 + (np.log10(rates) + 2) ** 2  # lowest at 1e-2
->>> suggest(rates, smooth(losses, beta=0.0), "minimum")
-(0.001, 'a tenth of the rate at the lowest smoothed loss (0.01)')
+With `finetune.search: auto` and a head the search can fit, the finetune rate does not act
+alone: it trains only the head as configured, the baseline the search's candidates must beat.
+The result says so (`searched`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import keras
 import numpy as np
@@ -39,11 +29,11 @@ import numpy as np
 from tlcli.config import Config, ScheduleConfig
 from tlcli.console import Console
 from tlcli.errors import ConfigError
+from tlcli.experiments.lr_suggest import Rule, smooth, suggest
 from tlcli.files import write_json
 from tlcli.rundir import TARGET_STAGES, RunDir, check_stage_name
 
-Rule = Literal["minimum", "steepest"]
-DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times its minimum
+DIVERGED = 4.0  # stop once the running average of the loss exceeds this many times its minimum
 
 
 @dataclass
@@ -56,6 +46,7 @@ class RangeTest:
     rule: str
     plot: Path
     seconds: float
+    searched: bool  # finetune's head search runs: the rate trains only its baseline
 
 
 def lr_find(
@@ -66,7 +57,7 @@ def lr_find(
     start: float = 1e-7,
     end: float = 1.0,
     steps: int = 100,
-    rule: Rule = "steepest",
+    rule: Rule = "descent",
 ) -> RangeTest:
     """Run the range test on `stage`'s model and inputs; returns the curve and the suggestion."""
     console = console or Console()
@@ -76,30 +67,40 @@ def lr_find(
     if steps < 10:
         raise ConfigError(f"steps {steps}: the range test needs at least 10 steps")
     started = time.perf_counter()
-    model, train_ds, settings = _stage_inputs(cfg, stage, console)
+    model, train_ds, settings, searched = _stage_inputs(cfg, stage, console)
     rates, losses = _range_test(model, train_ds, settings, start, end, steps)
-    smoothed = smooth(np.asarray(losses))
-    suggestion, why = suggest(np.asarray(rates), smoothed, rule)
+    smoothed = smooth(np.asarray(rates), np.asarray(losses))
+    suggestion = suggest(rates, losses, rule)
     folder = RunDir(cfg.run_dir).path / "lr_find"
     plot = folder / f"{stage}.png"
-    _plot(rates, losses, smoothed, suggestion, why, plot, f"{cfg.name}: {stage}")
+    _plot(rates, losses, smoothed, suggestion.rate, suggestion.why, plot, f"{cfg.name}: {stage}")
     result = RangeTest(
-        stage, rates, losses, smoothed.tolist(), suggestion, why, plot,
-        round(time.perf_counter() - started, 2),
+        stage, rates, losses, smoothed.tolist(), suggestion.rate, suggestion.why, plot,
+        round(time.perf_counter() - started, 2), searched,
     )  # fmt: skip
     write_json(folder / f"{stage}.json", {**asdict(result), "plot": str(plot)})
-    console.result(f"suggested {stage}.optimizer.learning_rate: {suggestion:.2g} ({why})")
-    if int(np.argmin(smoothed)) < len(rates) // 10:
+    console.result(
+        f"suggested {stage}.optimizer.learning_rate: {suggestion.rate:.2g} ({suggestion.why})"
+    )
+    if searched:
+        console.warn(
+            "finetune.search is auto: this rate trains only the head as configured, which the "
+            "head search keeps only when none of its candidates beats it; set "
+            "finetune.search: off to train the head with it"
+        )
+    if rule == "minimum" and int(np.argmin(smoothed)) < len(rates) // 10:
         console.warn(f"the loss was lowest in the first steps: try a lower start than {start:g}")
     console.info(f"curve: {plot} ({len(rates)} steps, {result.seconds:.1f}s)")
     return result
 
 
 def _stage_inputs(cfg: Config, stage: str, console: Console):
-    """What the stage would train, on what: the model (or its top on cached features)."""
+    """What the stage would train, on what: the model (or its top on cached features), its
+    settings, and whether the finetune head search would fit the head instead."""
     from tlcli.train.core import StageJob, stage_datasets, training_inputs
     from tlcli.train.evaluate import check_labels
     from tlcli.train.prepare import start_stage_work
+    from tlcli.train.searched_head import search_plan
     from tlcli.train.stages import finetune_model, unfreeze_model
 
     run = RunDir(cfg.run_dir)
@@ -116,7 +117,9 @@ def _stage_inputs(cfg: Config, stage: str, console: Console):
     job = StageJob(cfg, run, stage, data, cfg.data, settings, console)
     inputs = training_inputs(job, model)
     train, _ = stage_datasets(job, inputs)
-    return inputs.model, train, settings
+    # quietly: why the search would not run is the stage's to say
+    searched = stage == "finetune" and search_plan(replace(job, console=Console(True)), inputs)
+    return inputs.model, train, settings, bool(searched)
 
 
 def _range_test(model, train, settings, start: float, end: float, steps: int):
@@ -131,6 +134,7 @@ def _range_test(model, train, settings, start: float, end: float, steps: int):
         train.dataset(0, math.ceil(steps / train.steps)),  # epochs' worth of batches to cover it
         steps_per_epoch=steps,
         epochs=1,
+        shuffle=False,  # the dataset shuffles itself; Keras warns when asked to shuffle it
         callbacks=[recorder, keras.callbacks.TerminateOnNaN()],
         verbose=0,
     )
@@ -148,53 +152,27 @@ class _Recorder(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
         self.model.optimizer.learning_rate.assign(self.start * self.growth**batch)
+        # Keras logs the mean loss of the epoch so far, weighted by batch size: reset, the
+        # mean is this batch's own loss.
+        self.model.reset_metrics()
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
-        # Keras logs the mean loss of the epoch so far; the batch's own loss is recovered
-        # from two consecutive means.
-        mean = float((logs or {})["loss"])
-        total = mean * (batch + 1)
-        previous = sum(self.losses)
-        loss = total - previous
+        loss = float((logs or {})["loss"])
         self.rates.append(self.start * self.growth**batch)
         self.losses.append(loss)
-        smoothed = smooth(np.asarray(self.losses))
-        if not math.isfinite(loss) or smoothed[-1] > DIVERGED * smoothed.min():
+        average = running_average(np.asarray(self.losses))
+        if not math.isfinite(loss) or average[-1] > DIVERGED * average.min():
             self.model.stop_training = True
 
 
-def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
-    """Exponential moving average with bias correction (Smith's and fastai's smoothing)."""
+def running_average(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
+    """Exponential moving average with bias correction (Smith's and fastai's smoothing): what
+    the test can know while it runs."""
     average, out = 0.0, np.empty(len(losses))
     for step, loss in enumerate(losses):
         average = beta * average + (1 - beta) * loss
-        out[step] = average / (1 - beta ** (step + 1)) if beta else average
+        out[step] = average / (1 - beta ** (step + 1))
     return out
-
-
-def suggest(rates: np.ndarray, smoothed: np.ndarray, rule: Rule) -> tuple[float, str]:
-    """The suggested rate and, in words, the rule that picked it."""
-    lowest = int(np.argmin(smoothed))
-    if rule == "minimum":
-        at = float(rates[lowest])
-        if at / 10 < rates[0]:  # the loss never fell: the lowest rate tried is all one can say
-            return round_rate(float(rates[0])), "the loss did not fall: the lowest rate tried"
-        return round_rate(at / 10), f"a tenth of the rate at the lowest smoothed loss ({at:.2g})"
-    if rule == "steepest":
-        # The first steps are skipped: the average of a few noisy losses swings most there.
-        first = len(rates) // 10
-        if lowest - first < 2:
-            return round_rate(float(rates[lowest])), "the rate at the lowest smoothed loss"
-        part = slice(first, lowest + 1)
-        slope = np.gradient(smoothed[part], np.log(rates[part]))
-        steepest = first + int(np.argmin(slope))
-        return round_rate(float(rates[steepest])), "where the smoothed loss falls fastest"
-    raise ConfigError(f"rule '{rule}': expected minimum or steepest")
-
-
-def round_rate(rate: float) -> float:
-    """Two significant digits: a rate to type into a config."""
-    return float(f"{rate:.2g}")
 
 
 def _plot(rates, losses, smoothed, suggestion: float, why: str, target: Path, title: str):

@@ -143,7 +143,9 @@ def _print_table(cfg, rows, best_row, folder: Path, console: Console) -> None:
         for r in shown
     ]
     failed = sum(r["state"] == "fail" for r in rows)
-    title = f"{cfg.name}: {len(rows)} trials ({failed} failed), best {len(shown)} by {metric}"
+    title = f"{cfg.name}: {len(rows)} trials ({failed} failed), by {metric}, best first"
+    if len(shown) < len(scored):
+        title += f" (the first {len(shown)})"
     console.table(title, columns, table)
     if best_row is not None:
         console.result(

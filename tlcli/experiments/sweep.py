@@ -1,6 +1,6 @@
 """`tlcli sweep`: run trials of a config's search space until the study has its budget.
 
-    <output_dir>/<name>/            the sweep folder
+    <output_dir>/<name>-sweep/      the sweep folder (beside the run folder of the same config)
         sweep.json                  what was swept, and where the study is stored
         study.journal               the Optuna study (unless `storage` names another)
         cache/                      decoded images and cached features, shared by every trial
@@ -31,7 +31,7 @@ from tlcli.experiments.names import short_names
 from tlcli.experiments.results import write_results
 from tlcli.experiments.space import suggest, trial_config
 from tlcli.files import write_json, write_text
-from tlcli.rundir import Mode
+from tlcli.rundir import SWEEP_RECORD, Mode, RunDir
 from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.head_search import BASELINE_KEYS, search_blocker
 
@@ -84,7 +84,8 @@ def sweep(
     if cfg.sweep is None or not cfg.sweep.params:
         raise ConfigError(f"{cfg.source}: sweep: give the keys to search in sweep.params")
     studies.import_optuna()
-    folder = cfg.run_dir
+    folder = sweep_folder(cfg)
+    RunDir(folder).check_not_a_run()
     if mode == "overwrite":
         _clear_sweep_folder(folder, keep_study=storage is not None)
     store = studies.open_storage(storage, folder)
@@ -92,7 +93,7 @@ def sweep(
     import_tensorflow()  # quietly, before anything below imports Keras
     budget = _budget(cfg)
     write_json(
-        folder / "sweep.json",
+        folder / SWEEP_RECORD,
         {"name": cfg.name, "metric": cfg.sweep.metric, "trials": budget, "storage": storage or
          str(folder / "study.journal"), "params": list(cfg.sweep.params)},
     )  # fmt: skip
@@ -119,6 +120,17 @@ def sweep(
         return SweepResult(folder, trials_run, [], None)
     rows, best = write_results(cfg, study, folder, console)
     return SweepResult(folder, trials_run, rows, best)
+
+
+def sweep_folder(cfg: Config) -> Path:
+    """Where the sweep of `cfg` goes: beside the run folder of the same config, never in it.
+
+    >>> from tlcli.config import load_config
+    >>> cfg = load_config("configs/quickstart.yaml")
+    >>> sweep_folder(cfg) == cfg.run_dir.parent / "quickstart-sweep"
+    True
+    """
+    return cfg.output_dir / f"{cfg.name}-sweep"
 
 
 def _start_helpers(cfg: Config, folder: Path, storage: str | None, count: int) -> list:

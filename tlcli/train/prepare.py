@@ -32,6 +32,7 @@ def start_stage_work(
 ) -> StageData:
     """Steps 1-3 for `stage`; returns its data, with `started_at` set to now."""
     started_at = time.time()
+    run.check_not_a_sweep()
     start_tensorflow(cfg)
     if write_run_files_too and is_chief():
         write_run_files(cfg, run)
