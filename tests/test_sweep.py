@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import config_dict, run_on_a_terminal, run_subprocess, words
@@ -285,3 +286,44 @@ def test_a_sweep_says_which_keys_the_head_search_decides(
         config[section] = {**config[section], **values}
     config["sweep"] = {"params": params}
     assert keys_the_search_decides(load_config(write_config(config))) == expected
+
+
+def test_trials_train_the_recipe_tlcli_run_trains_and_best_yaml_retrains_the_best(
+    image_folder, write_config, cli
+):
+    """A sweep over the finetune learning rate on the default recipe: every trial fits its head
+    by the head search as `tlcli run` of the same config does (the rate shapes only the head as
+    configured it must beat), and `tlcli run best.yaml` and a trial's own config.yaml retrain
+    the trial's model: the same predictions, number for number."""
+    config = config_dict(image_folder, model={"head": {"dense": [], "dropout": 0.2}})
+    config["sweep"] = {
+        "trials": 2,
+        "sampler": "grid",
+        "pruner": "none",
+        "params": {"finetune.optimizer.learning_rate": [1e-3, 1e-2]},
+    }
+    path = write_config(config)
+    runs = image_folder.parent / "runs"
+    assert cli("run", path, "-q").exit_code == 0
+    result = cli("sweep", path)
+    assert result.exit_code == 0, result.output
+    assert "finetune.optimizer.learning_rate only shapes the head as configured" in words(
+        result.output
+    )
+    folder = runs / "t-sweep"
+    plain = json.loads((runs / "t" / "finetune" / "stage.json").read_text())
+    for trial in ("0000", "0001"):
+        state = json.loads((folder / "trials" / trial / "finetune" / "stage.json").read_text())
+        searched = {k: v for k, v in state["search"].items() if k != "configured_head_cv_accuracy"}
+        assert searched == {k: plain["search"][k] for k in searched}, trial  # the same head
+        assert state["tta"] == plain["tta"], trial
+    best = json.loads((folder / "results.json").read_text())["best"]
+    best_trial = folder / "trials" / f"{best['trial']:04d}"
+    assert cli("run", folder / "best.yaml", "-q").exit_code == 0
+    trial_config = best_trial / "config.yaml"
+    assert cli("run", trial_config, "--set", "name=trial-again", "--set", f"output_dir={runs}",
+               "-q").exit_code == 0  # fmt: skip
+    with np.load(best_trial / "finetune" / "predictions.npz") as trial:
+        for again in (runs / "t-best", runs / "trial-again"):
+            with np.load(again / "finetune" / "predictions.npz") as retrained:
+                assert np.array_equal(retrained["probabilities"], trial["probabilities"]), again
