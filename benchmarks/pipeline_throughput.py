@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import make_images
 
+from tlcli.cache.decoded_images import decode_folder
 from tlcli.config import AugmentConfig
 from tlcli.data.folders import scan_folder
-from tlcli.data.image_cache import decode_folder
 from tlcli.data.pipeline import EpochBatches
 from tlcli.data.stage_data import DecodedSplit
 
@@ -69,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         decode_rate = args.images / (time.perf_counter() - started)
         rows = [int(i) for i in range(args.images) if decoded.ok[i]]
         split = DecodedSplit(
-            "train", "train_dir", decoded.pixels, rows, scanned.labels[rows], [], key="bench"
+            "train",
+            "train_dir",
+            decoded.pixels,
+            rows,
+            scanned.labels[rows],
+            [],
+            key="bench",
+            reader=decoded.reader,
         )
         results = {name: images_per_second(split, args, aug) for name, aug in SETTINGS.items()}
     print(

@@ -33,9 +33,9 @@ import tensorflow as tf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plain_keras
 
+from tlcli.cache.decoded_images import decode_folder
 from tlcli.config import AugmentConfig, FinetuneConfig
 from tlcli.data.folders import scan_folder
-from tlcli.data.image_cache import decode_folder
 from tlcli.data.pipeline import EpochBatches
 from tlcli.data.stage_data import DecodedSplit
 from tlcli.train.fitting import fit_stage
@@ -73,7 +73,9 @@ def load_images(args: argparse.Namespace, workdir: Path) -> DecodedSplit:
     rows = np.flatnonzero(decoded.ok)
     rows = np.resize(rows, args.images)  # repeat the folder up to --images
     labels = folder.labels[rows]
-    return DecodedSplit("train", "train_dir", decoded.pixels, rows, labels, [])
+    return DecodedSplit(
+        "train", "train_dir", decoded.pixels, rows, labels, [], reader=decoded.reader
+    )
 
 
 def unfrozen_model(args: argparse.Namespace, num_classes: int, augment: bool) -> keras.Model:
@@ -87,7 +89,7 @@ def unfrozen_model(args: argparse.Namespace, num_classes: int, augment: bool) ->
 
 
 def run_keras(args, split: DecodedSplit, num_classes: int) -> list[float]:
-    images = np.asarray(split.pixels[split.rows], np.float32)
+    images = np.asarray(split.array[split.rows], np.float32)
     onehot = keras.utils.to_categorical(split.labels, num_classes)
     dataset = tf.data.Dataset.from_tensor_slices((images, onehot)).batch(args.batch_size)
     dataset = dataset.cache().prefetch(tf.data.AUTOTUNE)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 
+from tlcli.cache.decoded_images import load_stage_data
 from tlcli.config import DataConfig
 from tlcli.data.folders import carve_splits, scan_folder
-from tlcli.data.stage_data import find_splits, load_stage_data
+from tlcli.data.stage_data import find_splits
 from tlcli.errors import DataError
 
 
@@ -84,7 +85,7 @@ def test_class_whose_images_are_all_unreadable_is_an_error(tmp_path):
 
 
 def test_decoded_cache_is_reused_and_rebuilt_when_files_change(tmp_path, monkeypatch):
-    monkeypatch.setattr("tlcli.files.STALE_SECONDS", -1)  # a replaced entry goes at once
+    monkeypatch.setattr("tlcli.cache.store.STALE_SECONDS", -1)  # a replaced entry goes at once
     root = make_image_folder(tmp_path, {"train": 4})
     data = DataConfig(train_dir=root / "train", val_split=0.0)
     cache = tmp_path / "cache"
@@ -92,7 +93,7 @@ def test_decoded_cache_is_reused_and_rebuilt_when_files_change(tmp_path, monkeyp
 
     def pixels_of(loaded, path):
         train = loaded.splits["train"]
-        return np.array(train.pixels[train.rows[train.paths.index(path)]])
+        return np.array(train.array[train.rows[train.paths.index(path)]])
 
     first = load_stage_data(data, (32, 32), 0, cache, tmp_path)
     (array,) = cache.glob("*.npy")
@@ -113,7 +114,7 @@ def test_a_shared_cache_keeps_entries_in_use_and_drops_old_ones(tmp_path):
     an entry nobody used for STALE_SECONDS goes when its folder is decoded again."""
     import os
 
-    from tlcli.files import STALE_SECONDS
+    from tlcli.cache.store import STALE_SECONDS
 
     root = make_image_folder(tmp_path, {"train": 4})
     data = DataConfig(train_dir=root / "train", val_split=0.0)

@@ -17,8 +17,8 @@ import onnx
 import pytest
 from conftest import EXPORTS, config_dict, make_image_folder, words
 
+from tlcli.cache.decoded_images import decode_folder
 from tlcli.data.folders import scan_folder
-from tlcli.data.image_cache import decode_folder
 from tlcli.data.images import decode_image
 from tlcli.model.output_layer import output_layer
 from tlcli.serve.formats import FORMAT_QUANTIZE_MODES

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from conftest import config_dict
 
+from tlcli.cache.cut import cut_at_head
+from tlcli.cache.decoded_images import load_stage_data
+from tlcli.cache.features import cached_features
 from tlcli.config import DataConfig, HeadConfig
-from tlcli.data.stage_data import load_stage_data
 from tlcli.model.freezing import freeze_base
 from tlcli.model.network import build_classifier
-from tlcli.model.split import split_at_head
 from tlcli.model.weights import build_base_with_weights
-from tlcli.train.feature_cache import cache_split_outputs
 
 
 def _test_images(image_folder, size=32):
@@ -23,7 +23,7 @@ def _test_images(image_folder, size=32):
     split = load_stage_data(
         data, (size, size), 0, image_folder.parent / "tmpcache", image_folder.parent
     ).splits["train"]
-    return np.asarray(split.pixels[split.rows], dtype=np.float32)
+    return np.asarray(split.array[split.rows], dtype=np.float32)
 
 
 def _train(cli, write_config, config, name):
@@ -167,13 +167,13 @@ def _bottom(base, size, seed=0):
         base_training=False,
     )
     freeze_base(model)
-    return split_at_head(model)
+    return cut_at_head(model)
 
 
 def test_cache_is_reused_only_for_the_same_bottom_and_pixels(image_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr("tlcli.files.STALE_SECONDS", -1)  # a replaced entry goes at once
+    monkeypatch.setattr("tlcli.cache.store.STALE_SECONDS", -1)  # a replaced entry goes at once
 
-    def cache(split_model, size=32, views=1):
+    def cache(network_cut, size=32, views=1):
         data = load_stage_data(
             DataConfig(train_dir=image_folder / "train", val_dir=image_folder / "val"),
             (size, size),
@@ -181,8 +181,8 @@ def test_cache_is_reused_only_for_the_same_bottom_and_pixels(image_folder, tmp_p
             tmp_path / "images",
             tmp_path,
         )
-        return cache_split_outputs(
-            split_model,
+        return cached_features(
+            network_cut,
             data,
             views=views,
             augment=None,
@@ -197,7 +197,7 @@ def test_cache_is_reused_only_for_the_same_bottom_and_pixels(image_folder, tmp_p
     assert not reused
     again, reused = cache(vgg)
     assert reused
-    np.testing.assert_array_equal(first["train"].pixels, again["train"].pixels)
+    np.testing.assert_array_equal(first["train"].array, again["train"].array)
     assert not cache(_bottom("vgg16", 32, seed=1))[1], "other weights"
     assert not cache(_bottom("resnet50", 32))[1], "another base"
     assert not cache(_bottom("vgg16", 48), size=48)[1], "another image size"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import config_dict
 
-from tlcli.files import RowWriter, atomic_dir, atomic_path, open_array, read_rows, write_text
+from tlcli.cache.rows import RowWriter, open_array, read_rows
+from tlcli.files import atomic_dir, atomic_path, write_text
 
 
 @contextlib.contextmanager

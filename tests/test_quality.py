@@ -11,6 +11,7 @@ import pytest
 from conftest import config_dict, make_image_folder, words
 
 from tlcli.train import head_search
+from tlcli.train.search_conditions import FOLDS
 
 
 def _weights(run, stage: str) -> list[np.ndarray]:
@@ -103,7 +104,7 @@ def test_the_baseline_is_scored_on_the_same_folds():
         return np.eye(3)[y[held]]
 
     perfect = head_search.search(x, y, None, 3, seed=0, baseline=oracle)
-    assert sum(seen) == 60 and len(seen) == head_search.FOLDS
+    assert sum(seen) == 60 and len(seen) == FOLDS
     assert perfect.baseline_cv_accuracy == 1.0 and not perfect.beats_baseline
     chance = head_search.search(x, y, None, 3, seed=0, baseline=lambda f, h: np.ones((len(h), 3)))
     assert chance.beats_baseline

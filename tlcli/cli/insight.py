@@ -22,9 +22,10 @@ def doctor(
     """Near-duplicates, images filed under two labels, likely label errors and outliers,
     from the frozen base's features: doctor.csv, a contact sheet per kind of finding, a summary
     (needs tlcli\\[doctor])."""
-    from tlcli.insight.doctor import run_doctor
+    cfg = load(config, overrides)
+    from tlcli.insight.doctor import run_doctor  # after the config: its errors need no TF
 
-    findings = run_doctor(load(config, overrides), make_console(quiet))
+    findings = run_doctor(cfg, make_console(quiet))
     if strict and findings.cross_split_duplicates:
         raise typer.Exit(1)
 

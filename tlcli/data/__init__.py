@@ -2,8 +2,7 @@
 
     images.py       decode one image whatever it holds (odd modes converted, broken skipped)
     folders.py      find the class folders and files; carve val/test splits by hashing paths
-    image_cache.py  decode a whole folder once, in parallel, into a uint8 array on disk
-    stage_data.py   a stage's data: splits decoded and checked, data_report.json, split.csv
+    stage_data.py   a stage's data: splits, decoded rows, checks, data_report.json, split.csv
     pipeline.py     tf.data: shuffle, batch, augment, class weights, prefetch
     preflight.py    check a config's datasets without training
 

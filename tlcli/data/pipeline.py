@@ -1,7 +1,8 @@
 """tf.data pipelines over decoded images: order, batch, augment, prefetch, for any run of epochs.
 
-Images were decoded once into a uint8 array (see image_cache.py), so an epoch only gathers a
-batch of rows, converts it to float and augments it; nothing is decoded per image per epoch.
+Images were decoded once into a uint8 array (`tlcli.cache.decoded_images`), so an epoch only
+gathers a batch of rows, converts it to float and augments it; nothing is decoded per image per
+epoch.
 Labels come one-hot (label smoothing needs them) and, with `class_weight: balanced`, each
 example carries a weight.
 
@@ -37,7 +38,6 @@ import tensorflow as tf
 
 from tlcli.config import AugmentConfig
 from tlcli.data.stage_data import DecodedSplit
-from tlcli.files import read_rows
 
 # Random draws one augmentation layer may make per batch: each batch's generator state starts
 # at batch_number * DRAWS_PER_BATCH, so batches never share random numbers.
@@ -62,13 +62,13 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of (float32 inputs, one-hot labels[, weights]) for epochs first..last-1.
 
-    `split.pixels` is the decoded uint8 images, or cached features (feature_cache.py); with
+    `split.array` is the decoded uint8 images, or cached features (`tlcli.cache.features`); with
     `views > 1` it holds several augmented views of each example, shaped (views, rows, ...), and
     each epoch serves each example in one of them, drawn at random.
     """
     rows = np.asarray(split.rows)
     labels = np.asarray(split.labels, dtype=np.int32)
-    source = split.pixels
+    source, reader = split.array, split.reader
     sample_shape = tuple(source.shape[2:] if views > 1 else source.shape[1:])
     steps = steps_per_epoch(len(rows), batch_size)
 
@@ -87,7 +87,7 @@ def make_dataset(
         sort = np.lexsort((rows[positions], view_ids))
         positions, view_ids = positions[sort], view_ids[sort]
         flat_rows = view_ids * source.shape[1] + rows[positions] if views > 1 else rows[positions]
-        return read_rows(source, flat_rows, len(sample_shape)), labels[positions]
+        return reader(source, flat_rows, len(sample_shape)), labels[positions]
 
     def load(number: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         batch, batch_labels = tf.numpy_function(

@@ -1,18 +1,14 @@
-"""A stage's data, ready to train on: splits found, images decoded, problems reported.
+"""A stage's data, ready to train on: the splits found, their decoded rows, the checks and
+report that run before any model is built.
 
-`load_stage_data` does everything that can fail because of the dataset, before any model is
-built: classes checked across folders, every image decoded (odd ones converted, broken ones
-skipped), and a report written that lists each skipped or converted file.
+`find_splits` scans the folders; `tlcli.cache.decoded_images` decodes them (once, cached);
+`checked_stage_data` checks the classes, writes data_report.json and split.csv, and returns the
+`StageData` a stage trains on (`tlcli.cache.decoded_images.load_stage_data` does all three).
 
->>> import tempfile
->>> from tlcli.config import DataConfig
->>> data_cfg = DataConfig(train_dir=Path("sample_data/target/train"))
->>> work = Path(tempfile.mkdtemp())
->>> data = load_stage_data(data_cfg, (32, 32), 42, work / "cache", work)
->>> data.classes, {name: len(split) for name, split in data.splits.items()}
-(['chevron', 'frame', 'ring', 'teardrop'], {'train': 41, 'val': 7})
->>> sorted(p.name for p in work.iterdir())
-['cache', 'data_report.json', 'split.csv']
+>>> split = DecodedSplit("train", "train_dir", np.arange(12).reshape(6, 2), np.array([4, 1]),
+...                      np.array([0, 1]), [])
+>>> split.reader(split.array, split.rows).tolist()
+[[8, 9], [2, 3]]
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ import numpy as np
 
 from tlcli.config import DataConfig
 from tlcli.data.folders import Folder, Split, carve_splits, scan_folder
-from tlcli.data.image_cache import DecodedFolder, decode_folder
 from tlcli.errors import DataError
 from tlcli.files import write_json, write_text
 
@@ -53,17 +48,54 @@ def imbalance(counts: np.ndarray) -> str | None:
     return f"classes are imbalanced in train ({counts.max()} vs {counts.min()} images)"
 
 
+def index_rows(array, index=None, sample_ndim: int | None = None) -> np.ndarray:
+    """The rows `index` (default: all) of `array`, seen as rows of its last `sample_ndim` axes
+    (default: all but the first), as a new contiguous array.
+
+    >>> index_rows(np.arange(12).reshape(2, 3, 2), np.array([4, 0]), 1).tolist()
+    [[8, 9], [0, 1]]
+    """
+    sample_ndim = array.ndim - 1 if sample_ndim is None else sample_ndim
+    leading = array.shape[: array.ndim - sample_ndim]
+    rows = int(np.prod(leading, dtype=np.int64))
+    index = np.arange(rows) if index is None else np.asarray(index, dtype=np.int64)
+    if len(index) and (index.min() < 0 or index.max() >= rows):
+        raise IndexError(f"rows {index.min()}..{index.max()} are not all in 0..{rows - 1}")
+    # the leading axes indexed as they are: a reshape may copy the array
+    return np.ascontiguousarray(array[np.unravel_index(index, leading)])
+
+
+# How rows are read from an array: `index_rows`, or a cache's reader of its row files
+# (`tlcli.cache.rows.read_rows`), which returns the same values.
+RowReader = Callable[..., np.ndarray]
+
+
+@dataclass
+class DecodedFolder:
+    """Pixels of every file of a folder; rows of skipped files are zero and `ok` is False."""
+
+    folder: Folder
+    pixels: np.ndarray  # (files, height, width, 3) uint8, usually a read-only memory map
+    ok: np.ndarray  # bool per file
+    notes: dict[int, list[str]]  # file position -> conversions applied
+    errors: dict[int, str]  # file position -> why it was skipped
+    key: str  # changes whenever any file, the size or the decoder changes
+    reader: RowReader = index_rows
+
+
 @dataclass
 class DecodedSplit:
-    """The readable images of one split: rows of `pixels`, with their labels and paths."""
+    """One split ready to train on: rows of `array` (decoded images, or the cached features
+    of those images), with their labels and paths."""
 
     name: str
     source: str
-    pixels: np.ndarray  # the whole folder's decoded array; index it with `rows`
+    array: np.ndarray  # the whole folder's images or features; index it with `rows`
     rows: np.ndarray
     labels: np.ndarray
     paths: list[Path]
-    key: str = ""  # identifies the pixels: the decoded folder's content key and the rows
+    key: str = ""  # identifies the images: the decoded folder's content key and the rows
+    reader: RowReader = index_rows  # reads rows of `array` (see RowReader)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -94,30 +126,21 @@ def find_splits(data: DataConfig, seed: int) -> dict[str, Split]:
     return splits
 
 
-def load_stage_data(
-    data: DataConfig,
-    image_size: tuple[int, int],
-    seed: int,
-    cache_dir: Path,
+def checked_stage_data(
+    splits: dict[str, Split],
+    decoded: dict[Path, DecodedFolder],
     report_dir: Path,
-    progress: Progress | None = None,
+    started: float,
     *,
     require_trainable: bool = True,
 ) -> StageData:
-    """Find, decode and check a stage's data; write data_report.json and split.csv.
+    """The readable rows of each split (of the folders `decoded`, by root), checked; writes
+    data_report.json and split.csv. `started` is the perf_counter() the stage's data work began.
 
     `require_trainable=False` (the doctor) accepts one class, or a class without readable
     training images, which training refuses.
     """
-    started = time.perf_counter()
-    splits = find_splits(data, seed)
     classes = splits["train"].folder.classes
-    decoded: dict[Path, DecodedFolder] = {}
-    for split in splits.values():
-        folder = split.folder
-        if folder.root not in decoded:
-            tick = progress(f"Reading {folder.root}", len(folder.files)) if progress else None
-            decoded[folder.root] = decode_folder(folder, image_size, cache_dir, tick)
     ready = {name: _readable(split, decoded[split.folder.root]) for name, split in splits.items()}
     report = _report(classes, splits, ready, decoded)
     write_json(report_dir / "data_report.json", report)
@@ -134,11 +157,12 @@ def _readable(split: Split, decoded: DecodedFolder) -> DecodedSplit:
     return DecodedSplit(
         name=split.name,
         source=split.source,
-        pixels=decoded.pixels,
+        array=decoded.pixels,
         rows=rows,
         labels=split.folder.labels[rows],
         paths=[split.folder.files[i] for i in rows],
         key=f"{decoded.key}:{hashlib.sha1(rows.tobytes()).hexdigest()[:16]}",
+        reader=decoded.reader,
     )
 
 

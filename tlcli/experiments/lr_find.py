@@ -98,7 +98,7 @@ def _stage_inputs(cfg: Config, stage: str, console: Console):
     """What the stage would train, on what: the model (or its top on cached features), its
     settings, and whether the finetune head search would fit the head instead."""
     from tlcli.train.core import StageJob, stage_datasets, training_inputs
-    from tlcli.train.evaluate import check_labels
+    from tlcli.train.evaluation import check_labels
     from tlcli.train.prepare import start_stage_work
     from tlcli.train.searched_head import search_plan
     from tlcli.train.stages import finetune_model, unfreeze_model

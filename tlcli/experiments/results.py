@@ -110,7 +110,7 @@ def _evaluate_best(cfg: Config, best) -> None:
     folder = Path(best.user_attrs.get("folder", ""))
     if not folder.is_dir() or evaluated_metrics(folder):
         return
-    from tlcli.train.evaluate import evaluate
+    from tlcli.train.evaluation import evaluate
 
     trial_cfg = trial_config(cfg, best.user_attrs.get("values", {}), folder.parent, folder.name)
     with (folder / "log.txt").open("a") as out:

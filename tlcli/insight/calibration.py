@@ -91,7 +91,7 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
     """Fit T on the validation split and write it into the stage's model.keras (see above)."""
     import_tensorflow()  # quietly, before tlcli.model imports Keras
     from tlcli.model.output_layer import UNCALIBRATED_FILE
-    from tlcli.train.evaluate import check_labels
+    from tlcli.train.evaluation import check_labels
     from tlcli.train.prepare import start_stage_work
 
     console = console or Console()

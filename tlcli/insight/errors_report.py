@@ -26,7 +26,7 @@ from tlcli.files import write_csv_rows
 from tlcli.insight.contact_sheet import MAX_TILES, Tile, draw_contact_sheet
 
 if TYPE_CHECKING:
-    from tlcli.train.evaluate import Evaluation
+    from tlcli.train.evaluation import Evaluation
 
 ERRORS_CSV = "errors.csv"
 GALLERY = "errors.png"

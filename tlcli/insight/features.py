@@ -1,6 +1,6 @@
 """The frozen base's pooled features of every image of the target data, for the doctor.
 
-They come from the run's own feature cache (`tlcli.train.feature_cache`): the bottom is built
+They come from the run's own feature cache (`tlcli.cache.features`): the bottom is built
 exactly as `finetune` builds it (base, weights, preprocessing, pooling, frozen), so its cache key
 is finetune's, and the train and val files are shared both ways: a doctor after finetune reuses
 them, a finetune after the doctor too. With augmentation finetune caches augmented views, so
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcli.cache.cut import NetworkCut, cut_at_head
+from tlcli.cache.features import cached_features
 from tlcli.config import Config, HeadConfig
 from tlcli.console import Console
 from tlcli.data.stage_data import StageData
 from tlcli.errors import ConfigError, Remedy
-from tlcli.files import read_rows
 from tlcli.rundir import RunDir
 from tlcli.runtime.distribute import write_path
 from tlcli.runtime.scope import model_scope
@@ -46,7 +47,7 @@ class DatasetFeatures:
         """The decoded uint8 image of row `index`."""
         name = self.split_names[index]
         split = self.data.splits[name]
-        return np.asarray(split.pixels[split.rows[index - self._offsets[name]]])
+        return np.asarray(split.array[split.rows[index - self._offsets[name]]])
 
     @property
     def _offsets(self) -> dict[str, int]:
@@ -64,14 +65,11 @@ def target_features(cfg: Config, run: RunDir, console: Console) -> DatasetFeatur
     data = load_data(cfg, run, "finetune", console, require_trainable=False)
     decoded_at = time.perf_counter()
 
-    from tlcli.model.split import SplitModel
-    from tlcli.train.feature_cache import cache_split_outputs
-
     with model_scope(cfg.run):
         bottom = frozen_bottom(cfg, run, data.num_classes)
     with model_scope(cfg.run), console.progress() as progress:
-        cached, reused = cache_split_outputs(
-            SplitModel(bottom, bottom, "head_pool"),
+        cached, reused = cached_features(
+            NetworkCut(bottom, bottom, "head_pool"),
             data,
             views=1,
             augment=None,
@@ -84,7 +82,7 @@ def target_features(cfg: Config, run: RunDir, console: Console) -> DatasetFeatur
         )
     names = list(data.splits)
     # Read from the files, not through their maps: the features would count twice in RSS.
-    features = np.concatenate([read_rows(cached[n].pixels) for n in names])
+    features = np.concatenate([cached[n].reader(cached[n].array) for n in names])
     features = features.astype(np.float32, copy=False)
     return DatasetFeatures(
         classes=data.classes,
@@ -108,7 +106,6 @@ def frozen_bottom(cfg: Config, run: RunDir, num_classes: int):
     """
     from tlcli.model.freezing import freeze_base
     from tlcli.model.network import build_classifier
-    from tlcli.model.split import split_at_head
     from tlcli.model.weights import build_base_with_weights
 
     weights = cfg.model.weights
@@ -125,4 +122,4 @@ def frozen_bottom(cfg: Config, run: RunDir, num_classes: int):
         base, num_classes, HeadConfig(), cfg.model.pooling, cfg.model.base, base_training=False
     )
     freeze_base(model)
-    return split_at_head(model).bottom
+    return cut_at_head(model).bottom

@@ -38,7 +38,7 @@ def evaluate_and_report(
 ):
     """Calibrate the stage (True), undo its calibration (False) or leave it (None); evaluate
     it; write its reports and the run's report page. Returns the `Evaluation`."""
-    from tlcli.train.evaluate import score_stage
+    from tlcli.train.evaluation import score_stage
 
     console = console or Console()
     if calibrate:
@@ -55,7 +55,7 @@ def write_reports(
 ) -> Path:
     """Error report, reliability diagram and model card of each evaluated target stage in
     `stages` (default: all), then report.html; returns the page's path."""
-    from tlcli.train.evaluate import load_evaluation
+    from tlcli.train.evaluation import load_evaluation
 
     console = console or Console()
     if not is_chief():

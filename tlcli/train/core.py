@@ -18,68 +18,30 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from tlcli.config import AugmentConfig, Config, DataConfig, TrainStage
-from tlcli.console import Console, plural, shown_path
-from tlcli.data.stage_data import DecodedSplit, StageData
+from tlcli.cache.evaluate_top import keep_top_for_evaluate
+from tlcli.cache.features import cached_features
+from tlcli.cache.plan import plan_cache
+from tlcli.cache.prefix import shared_prefix
+from tlcli.console import plural, shown_path
+from tlcli.data.pipeline import EpochBatches, balanced_class_weights, make_dataset, steps_per_epoch
 from tlcli.files import atomic_path
+from tlcli.model.optimizers import compile_for_stage
+from tlcli.model.tta import with_flip_tta
 from tlcli.rundir import TARGET_STAGES, RunDir
 from tlcli.runtime.distribute import is_chief, is_multi_worker, wait_for_workers, write_path
 from tlcli.runtime.scope import describe_runtime, model_scope, runtime_line
+from tlcli.train.evaluation import evaluation_split
+from tlcli.train.fitting import fit_stage
+from tlcli.train.job import StageJob, StageResult, TrainingInputs
 from tlcli.train.record import begin_stage, end_stage
-
-
-@dataclass
-class StageJob:
-    """One training stage being run: which, on what data, with which settings, where."""
-
-    cfg: Config
-    run: RunDir
-    name: str  # pretrain, finetune or unfreeze
-    data: StageData
-    data_cfg: DataConfig
-    settings: TrainStage  # the stage's own config section
-    console: Console
-    callbacks: Sequence[Any] = ()  # the caller's Keras callbacks, passed on to fit()
-
-    @property
-    def stage_dir(self) -> Path:
-        return self.run.stage_dir(self.name)
-
-
-@dataclass
-class TrainingInputs:
-    """What fit() trains on: the whole model on decoded images, or its top on cached features."""
-
-    model: Any  # keras.Model: what fit() trains
-    splits: dict[str, DecodedSplit]
-    views: int  # cached augmented views per training image (1: none)
-    augment: AugmentConfig | None  # augmentation still to apply per batch
-    cache: dict[str, Any]  # what the feature cache did, for stage.json
-    bottom: Any = None  # keras.Model: the frozen bottom whose outputs `splits` hold (cached)
-
-
-@dataclass
-class StageResult:
-    stage: str
-    model_path: Path
-    skipped: bool = False
-    epochs: int = 0
-    seconds: float = 0.0
-    val_accuracy: float | None = None
+from tlcli.train.searched_head import fit_head_by_search, mirror_outputs, search_plan
+from tlcli.train.weight_mix import mix_with_finetune
 
 
 def train_and_save(job: StageJob, model) -> StageResult:
     """Train (the head search, or fit on cached frozen outputs when that pays), save the whole
     model, with flip test-time augmentation inside when the stage uses it."""
-    from tlcli.model.tta import with_flip_tta
-    from tlcli.train.evaluate import evaluation_split
-    from tlcli.train.searched_head import fit_head_by_search, mirror_outputs, search_plan
-
     inputs = training_inputs(job, model)
     search = search_plan(job, inputs) if job.name == "finetune" else None
     fit = None if search else fit_as_configured(job, model, inputs)
@@ -96,8 +58,6 @@ def train_and_save(job: StageJob, model) -> StageResult:
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
         saved.save(tmp)
     if is_chief() and inputs.cache["used"]:  # evaluate may then run the top alone
-        from tlcli.train.feature_cache import keep_top_for_evaluate
-
         mirrors = mirror_outputs(job, inputs, (evaluation_split(job.cfg),)) if tta else None
         inputs.cache["evaluate"] = keep_top_for_evaluate(
             job.stage_dir, job.run.model_path(job.name), inputs.model, inputs.splits,
@@ -122,11 +82,6 @@ def train_and_save(job: StageJob, model) -> StageResult:
 def fit_as_configured(job: StageJob, model, inputs: TrainingInputs):
     """Compile and build the datasets now; returns fit() -> (outcome, TTA on?) to call once the
     stage has begun. Unfreeze ends with the best finetune/unfreeze weight mix."""
-    from tlcli.data.pipeline import steps_per_epoch
-    from tlcli.model.optimizers import compile_for_stage
-    from tlcli.train.fitting import fit_stage
-    from tlcli.train.weight_mix import mix_with_finetune
-
     steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
     with model_scope(job.cfg.run):
         compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
@@ -157,9 +112,6 @@ def finetune_has_tta(run: RunDir) -> bool:
 
 def training_inputs(job: StageJob, model) -> TrainingInputs:
     """Swap in the trainable top and cached bottom outputs when the cache plan says it pays."""
-    from tlcli.train.evaluate import evaluation_split
-    from tlcli.train.feature_cache import cache_split_outputs, plan_cache, shared_prefix
-
     augment = job.data_cfg.augment if job.data_cfg.augment.enabled else None
     plain = TrainingInputs(model, job.data.splits, 1, augment, {"used": False})
     if job.name not in TARGET_STAGES:
@@ -174,11 +126,11 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
             needed=getattr(job.settings, "search", "off") == "auto",
         )  # fmt: skip
     job.console.info(plan.reason)
-    if plan.split is None:
+    if plan.cut is None:
         plain.cache["reason"] = plan.reason
         return plain
     started = time.perf_counter()
-    # the split evaluate scores too, so that it runs only the top (tlcli.train.evaluate)
+    # the split evaluate scores too, so that it runs only the top (tlcli.train.evaluation)
     names = ("train", "val", evaluation_split(job.cfg))
     with model_scope(job.cfg.run), job.console.progress() as progress:
         prefix = None
@@ -187,8 +139,8 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
                 job.cfg, model, job.data, views=plan.views, augment=augment, progress=progress,
                 names=names,
             )  # fmt: skip
-        splits, reused = cache_split_outputs(
-            plan.split,
+        splits, reused = cached_features(
+            plan.cut,
             job.data,
             views=plan.views,
             augment=augment,
@@ -204,19 +156,17 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
     job.console.info(f"feature cache {'reused' if reused else 'built'} in {seconds:.1f}s")
     summary = {
         "used": True,
-        "cut": plan.split.cut,
+        "cut": plan.cut.at,
         "views": plan.views,
         "reused": reused,
         "seconds": round(seconds, 2),
         "unfreeze_prefix": prefix is not None,  # cached for unfreeze in the same pass
     }
-    return TrainingInputs(plan.split.top, splits, plan.views, None, summary, plan.split.bottom)
+    return TrainingInputs(plan.cut.top, splits, plan.views, None, summary, plan.cut.bottom)
 
 
 def stage_datasets(job: StageJob, inputs: TrainingInputs):
     """The training batches (shuffled, augmented, class-weighted) and the validation dataset."""
-    from tlcli.data.pipeline import EpochBatches, balanced_class_weights, make_dataset
-
     splits, batch = inputs.splits, job.data_cfg.batch_size
     weights = (
         balanced_class_weights(splits["train"].labels, job.data.num_classes)

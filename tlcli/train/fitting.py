@@ -39,7 +39,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -48,6 +47,7 @@ from tlcli.config import TrainStage
 from tlcli.data.pipeline import EpochBatches
 from tlcli.files import atomic_path, read_csv_rows, write_csv_rows
 from tlcli.runtime.distribute import same_on_all_workers
+from tlcli.train.job import FitOutcome
 from tlcli.train.training_state import load_state, save_state
 
 BACKUP_PATTERN = re.compile(r"epoch-(\d+)\.weights\.h5$")
@@ -205,18 +205,6 @@ class FirstBatchClock(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.at is None:
             self.at = time.time()
-
-
-@dataclass
-class FitOutcome:
-    epochs_done: int
-    resumed_from: int
-    stopped_early: bool
-    seconds: float
-    final: dict[str, float]  # the last epoch's logs
-    first_batch_at: float | None = None  # time.time() of the first training batch
-    backup_seconds: float = 0.0  # of `seconds`, spent saving the per-epoch backups
-    details: dict = field(default_factory=dict)  # what else stage.json should say
 
 
 def fit_stage(

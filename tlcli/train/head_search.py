@@ -39,20 +39,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import tensorflow as tf
+
+from tlcli.train.search_conditions import FOLDS
 
 # L2 strength on the standardised features, per example (the loss is the mean cross-entropy
 # plus lambda/2 |W|^2). The measured optima were 1.0 (2 classes, 245 images) and 0.1 (10
 # classes, 3,400 images); the grid spans ten times either way.
 LAMBDAS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
-FOLDS = 5
-MIN_PER_CLASS = FOLDS  # fewer images of a class than folds: no search
 CV_ROWS_LIMIT = 6000  # above this, folds are drawn from a class-stratified sample
 STEPS, RATE = 200, 0.05  # full-batch Adam with cosine decay: converged on both datasets
 SCALE_FLOOR = 0.1  # the smallest standardisation divisor, as a share of the mean feature std
-# The finetune keys that say how the head as configured trains. With the search on they shape
-# its baseline (the head it must beat on the same folds), whatever their values: a config means
-# the same whether a key is written out or left to its default.
-BASELINE_KEYS = ("epochs", "optimizer", "schedule", "label_smoothing", "early_stopping")
 
 
 @dataclass
@@ -80,31 +77,6 @@ class HeadChoice:
 
 # fit rows, held-out rows -> the baseline's class probabilities for the held-out rows
 Baseline = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def search_blocker(settings, head, augmented: bool, cached: bool) -> str | None:
-    """Why the head cannot be searched for (None: it can), in the words of the config.
-
-    Only values decide, never whether a key was written: a resolved config.yaml, a sweep
-    trial's config and best.yaml search exactly when the run they came from did.
-    """
-    if settings.search == "off":
-        return "finetune.search is off"
-    if head == "pretrain" or head.dense:
-        return "the head has hidden layers (model.head.dense)"
-    if augmented:
-        return "data.augment is on: the head trains on augmented images as configured"
-    if not cached:
-        return "the features are not cached (finetune.cache, finetune.cache_views)"
-    return None
-
-
-def too_few(labels: np.ndarray, num_classes: int, classes: list[str]) -> str | None:
-    counts = np.bincount(labels, minlength=num_classes)
-    if counts.min() < MIN_PER_CLASS:
-        rare = classes[int(counts.argmin())]
-        return f"class '{rare}' has {counts.min()} images in train + val ({MIN_PER_CLASS} needed)"
-    return None
 
 
 def search(
@@ -231,8 +203,6 @@ def fit_softmax(x, y, num_classes, lambdas, sample_weight=None, steps=STEPS, rat
 
     Returns (weights (L, D, C), bias (L, C)). Deterministic: zeros in, the same steps out.
     """
-    import tensorflow as tf
-
     sample = np.ones(len(y), np.float32) if sample_weight is None else sample_weight
     weights, bias = _adam_fit()(
         tf.constant(x, tf.float32),
@@ -248,7 +218,6 @@ def fit_softmax(x, y, num_classes, lambdas, sample_weight=None, steps=STEPS, rat
 @functools.cache
 def _adam_fit():
     """Full-batch Adam with cosine decay, traced once for any number of rows (the folds differ)."""
-    import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def fit(inputs, targets, sample, lam, steps, rate):

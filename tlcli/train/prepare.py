@@ -15,12 +15,15 @@ import platform
 import sys
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from tlcli import __version__
+from tlcli.cache.decoded_images import load_stage_data
 from tlcli.config import Config
 from tlcli.console import Console
-from tlcli.data.stage_data import StageData, load_stage_data
+from tlcli.data.stage_data import StageData
 from tlcli.files import write_json, write_text
 from tlcli.rundir import LABELS_FILE, RunDir
 from tlcli.runtime.distribute import is_chief, start_distribution, write_path
@@ -49,9 +52,6 @@ def start_tensorflow(cfg: Config) -> None:
 
 def write_run_files(cfg: Config, run: RunDir) -> None:
     """config.yaml (every key resolved) and versions.json."""
-    import keras
-    import tensorflow as tf
-
     run.path.mkdir(parents=True, exist_ok=True)
     write_text(run.path / "config.yaml", cfg.to_yaml())
     versions = {

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tlcli.config import Config, stage_fingerprint
 from tlcli.files import read_json, write_text
 from tlcli.rundir import LABELS_FILE, RunDir
+from tlcli.train.job import FitOutcome, StageJob
 from tlcli.train.plots import plot_curves, plot_search
-
-if TYPE_CHECKING:
-    from tlcli.train.core import StageJob
-    from tlcli.train.fitting import FitOutcome
 
 
 def begin_stage(run: RunDir, stage: str, cfg: Config) -> None:

@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 import tlcli.train.head_search as head_search
+from tlcli.cache.mirror import cached_mirror_features
 from tlcli.console import plural
-from tlcli.files import read_rows, write_csv_rows, write_json
+from tlcli.data.pipeline import balanced_class_weights, steps_per_epoch
+from tlcli.data.stage_data import DecodedSplit
+from tlcli.files import write_csv_rows, write_json
+from tlcli.model.optimizers import compile_for_stage
 from tlcli.model.output_layer import output_layer
 from tlcli.runtime.scope import model_scope
-from tlcli.train.fitting import FitOutcome
-
-if TYPE_CHECKING:
-    from tlcli.data.stage_data import DecodedSplit
-    from tlcli.train.core import StageJob, TrainingInputs
+from tlcli.train.job import FitOutcome, StageJob, TrainingInputs
+from tlcli.train.search_conditions import FOLDS, search_blocker, too_few
 
 
 @dataclass
@@ -41,7 +43,7 @@ def search_plan(job: StageJob, inputs: TrainingInputs) -> SearchPlan | None:
     """A plan when the finetune head will be searched for; None (said on the console) if not."""
     if job.settings.search == "off":
         return None
-    blocker = head_search.search_blocker(
+    blocker = search_blocker(
         job.settings,
         job.cfg.model.head,
         job.data_cfg.augment.enabled,
@@ -51,7 +53,7 @@ def search_plan(job: StageJob, inputs: TrainingInputs) -> SearchPlan | None:
         labels = np.concatenate([inputs.splits["train"].labels, inputs.splits["val"].labels])
     else:
         labels = inputs.splits["train"].labels
-    blocker = blocker or head_search.too_few(labels, job.data.num_classes, job.data.classes)
+    blocker = blocker or too_few(labels, job.data.num_classes, job.data.classes)
     if blocker:
         job.console.info(f"head search off: {blocker}")
         return None
@@ -63,8 +65,6 @@ def fit_head_by_search(
 ) -> tuple[FitOutcome, bool] | None:
     """Search, set the chosen head into `model`; (what fit() would have returned, TTA on?), or
     None when no candidate beat the head as configured (the caller then trains that)."""
-    from tlcli.data.pipeline import balanced_class_weights
-
     started = time.perf_counter()
     names = [name for name in ("train", "val") if name in inputs.splits]
     x = _rows(inputs, names)
@@ -95,7 +95,7 @@ def fit_head_by_search(
     seconds = time.perf_counter() - started
     _record(job, choice, final, seconds)
     job.console.info(
-        f"head search: {len(choice.table)} heads x {head_search.FOLDS} folds in {seconds:.1f}s; "
+        f"head search: {len(choice.table)} heads x {FOLDS} folds in {seconds:.1f}s; "
         f"chose L2 {choice.lam:g}{', mirrored images' if choice.flip else ''} "
         f"(cv accuracy {choice.cv_accuracy:.3f})"
     )
@@ -111,12 +111,6 @@ def _configured_head(job: StageJob, top, x: np.ndarray, y: np.ndarray, class_wei
     it (optimizer, epochs, batch size, class weights, seeded shuffling)."""
 
     def probabilities(fit_rows: np.ndarray, held: np.ndarray) -> np.ndarray:
-        import keras
-        import tensorflow as tf
-
-        from tlcli.data.pipeline import steps_per_epoch
-        from tlcli.model.optimizers import compile_for_stage
-
         batch, classes = job.data_cfg.batch_size, job.data.num_classes
         with model_scope(job.cfg.run):
             head = keras.models.clone_model(top)
@@ -132,16 +126,16 @@ def _configured_head(job: StageJob, top, x: np.ndarray, y: np.ndarray, class_wei
 
 
 def _rows(inputs: TrainingInputs, names: list[str]) -> np.ndarray:
-    # read_rows, not the map: the features would count twice in RSS (file pages and the copy)
-    return np.concatenate(
-        [read_rows(inputs.splits[n].pixels, inputs.splits[n].rows) for n in names]
-    )
+    # the split's reader, not the map: the features would count twice in RSS (file pages and
+    # the copy)
+    splits = inputs.splits
+    return np.concatenate([splits[n].reader(splits[n].array, splits[n].rows) for n in names])
 
 
 def _mirror_features(job: StageJob, inputs: TrainingInputs, names: list[str]) -> np.ndarray:
     """The frozen bottom's outputs for the mirror images (cached like the others)."""
     splits = mirror_outputs(job, inputs, tuple(names))
-    return np.concatenate([read_rows(splits[n].pixels) for n in names])
+    return np.concatenate([splits[n].reader(splits[n].array) for n in names])
 
 
 def mirror_outputs(
@@ -151,13 +145,11 @@ def mirror_outputs(
     has), cached: for the head search's mirror candidates (train, val), and after a cached stage
     saved with flip TTA for the split evaluate scores, so that evaluate runs the top alone
     instead of the whole model twice (image and mirror)."""
-    from tlcli.train.feature_cache import cache_mirror_outputs
-
     names = tuple(name for name in names if name in job.data.splits)
     if not names:  # e.g. no split to evaluate: nothing to build the mirrored bottom for
         return {}
     with model_scope(job.cfg.run), job.console.progress() as progress:
-        return cache_mirror_outputs(
+        return cached_mirror_features(
             inputs.bottom, inputs.model, job.data, batch_size=job.data_cfg.batch_size,
             cache_dir=job.cfg.cache_path, tag=job.name, names=names, progress=progress,
         )  # fmt: skip
@@ -186,7 +178,7 @@ def _record(job: StageJob, choice, final: dict[str, float] | None, seconds: floa
                        "cv_accuracy": choice.cv_accuracy},
             "kept": "search" if final is not None else "the head as configured",
             "configured_head_cv_accuracy": choice.baseline_cv_accuracy,
-            "folds": head_search.FOLDS,
+            "folds": FOLDS,
             "seconds": round(seconds, 2),
             "candidates": choice.table,
             "note": f"{plural(len(choice.table), 'candidate')}, k-fold on train + val; the "

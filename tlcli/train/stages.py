@@ -21,16 +21,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import keras
+
 from tlcli.config import Config, TrainStage, stage_fingerprint
 from tlcli.console import Console, plural, shown_path
 from tlcli.errors import ConfigError, Remedy
+from tlcli.model.freezing import freeze_base, unfreeze_top
+from tlcli.model.network import FLOAT32_LAYERS, build_classifier, copy_hidden_head, rebuild
+from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+from tlcli.model.tta import has_tta, without_tta
+from tlcli.model.weights import build_base_with_weights, build_frozen_base
 from tlcli.rundir import STAGES, TARGET_STAGES, Mode, Removed, RunDir
 from tlcli.runtime.precision import follow_policy
 from tlcli.runtime.scope import model_scope
-from tlcli.train.core import StageJob, StageResult, format_accuracy, train_and_save
-from tlcli.train.evaluate import check_labels, evaluate
-from tlcli.train.head_search import search_blocker
+from tlcli.train.core import format_accuracy, train_and_save
+from tlcli.train.evaluation import check_labels, evaluate
+from tlcli.train.job import StageJob, StageResult
 from tlcli.train.prepare import start_stage_work
+from tlcli.train.search_conditions import search_blocker
 
 
 def pretrain(
@@ -54,10 +62,6 @@ def pretrain(
         return _skipped(run, "pretrain", console)
     data = start_stage_work(cfg, run, "pretrain", console)
     data_cfg = cfg.stage_data("pretrain")
-
-    from tlcli.model.network import build_classifier
-    from tlcli.model.weights import build_base_with_weights
-
     job = StageJob(cfg, run, "pretrain", data, data_cfg, cfg.pretrain, console, callbacks)
     console.banner("pretrain", _describe(job, cfg.pretrain.weights))
     with model_scope(cfg.run):
@@ -100,12 +104,6 @@ def finetune(
 def finetune_model(cfg: Config, run: RunDir, num_classes: int, console: Console):
     """The model the finetune stage trains: the base with its weights, frozen, and a new head
     (`head: pretrain` copies the pretrain head's hidden layers)."""
-    import keras
-
-    from tlcli.model.freezing import freeze_base
-    from tlcli.model.network import build_classifier, copy_hidden_head
-    from tlcli.model.weights import build_frozen_base
-
     weights = (
         str(run.model_path("pretrain")) if cfg.model.weights == "pretrain" else cfg.model.weights
     )
@@ -150,13 +148,6 @@ def unfreeze(
 def unfreeze_model(cfg: Config, run: RunDir, console: Console):
     """The model the unfreeze stage trains: the finetune model with the top of its base
     trainable (BatchNorm frozen unless unfreeze.train_bn)."""
-    import keras
-
-    from tlcli.model.freezing import unfreeze_top
-    from tlcli.model.network import FLOAT32_LAYERS, rebuild
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
-    from tlcli.model.tta import has_tta, without_tta
-
     with model_scope(cfg.run):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
         if has_tta(model):  # trains without the mirror branch; saved with it again

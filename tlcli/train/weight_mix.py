@@ -12,16 +12,18 @@ it shows a gain on validation (on hymenoptera, validation was 1.0 for every a wh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
 
+import keras
 import numpy as np
 
 from tlcli.console import plural
+from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.errors import RunError
-from tlcli.train.fitting import FitOutcome
-
-if TYPE_CHECKING:
-    from tlcli.train.core import StageJob
+from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+from tlcli.model.tta import has_tta, with_flip_tta, without_tta
+from tlcli.runtime.scope import model_scope
+from tlcli.train.job import FitOutcome, StageJob
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -33,15 +35,6 @@ def mix_with_finetune(job: StageJob, model, outcome: FitOutcome, tta: bool) -> F
     if "val" not in job.data.splits:
         job.console.info("weight mix off: no validation split to choose on")
         return outcome
-    import time
-
-    import keras
-
-    from tlcli.data.pipeline import inputs_only, make_dataset
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
-    from tlcli.model.tta import has_tta, with_flip_tta, without_tta
-    from tlcli.runtime.scope import model_scope
-
     started = time.perf_counter()
     with model_scope(job.cfg.run):
         start = keras.models.load_model(job.run.model_path("finetune"), compile=False)

@@ -1,50 +1,83 @@
-"""Decode every image of a folder once, in parallel, into a uint8 array on disk.
+"""Every image of a folder decoded once, in parallel, into a uint8 row file: training reads
+batches of rows from it instead of decoding image files every epoch, and every unreadable file
+is found before the first epoch. `load_stage_data` gives a stage its data this way.
 
-Training then reads batches of rows from this file (`tlcli.files.read_rows`: the OS keeps it in its
-page cache, outside the process's RSS, whatever the dataset size) instead of decoding JPEGs every
-epoch, and every unreadable file is found before the first epoch. The cache is keyed by the image
-size, the decoder version and each file's path, size and mtime: any change to the files rebuilds
-it. Disk use is files x height x width x 3 bytes (10,000 images at 224x224: 1.5 GB). Runs and
-processes may share one cache folder (`cache_dir`): one process decodes a folder while the others
-wait for it, and an entry is deleted only after nobody used it for a while
-(`tlcli.files.remove_stale`).
+An entry is keyed by the image size, the decoder version and each file's path, size and mtime:
+any change to the files builds a new one. It takes files x height x width x 3 bytes on disk.
 
 >>> import tempfile
->>> from tlcli.data.folders import scan_folder
->>> folder = scan_folder(Path("sample_data/target/val"))
->>> decoded = decode_folder(folder, (32, 32), Path(tempfile.mkdtemp()))
->>> decoded.pixels.shape, decoded.pixels.dtype, int(decoded.ok.sum())
-((48, 32, 32, 3), dtype('uint8'), 48)
+>>> from tlcli.config import DataConfig
+>>> data_cfg = DataConfig(train_dir=Path("sample_data/target/train"))
+>>> work = Path(tempfile.mkdtemp())
+>>> data = load_stage_data(data_cfg, (32, 32), 42, work / "cache", work)
+>>> data.classes, {name: len(split) for name, split in data.splits.items()}
+(['chevron', 'frame', 'ring', 'teardrop'], {'train': 41, 'val': 7})
+>>> sorted(p.name for p in work.iterdir())
+['cache', 'data_report.json', 'split.csv']
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tlcli.data.folders import Folder
+from tlcli.cache.rows import RowWriter, open_array, read_rows
+from tlcli.cache.store import cached_entry, mark_used
+from tlcli.config import DataConfig
+from tlcli.data.folders import Folder, Split
 from tlcli.data.images import decode_many
-from tlcli.files import RowWriter, atomic_path, cached_entry, mark_used, open_array, write_json
+from tlcli.data.stage_data import (
+    DecodedFolder,
+    Progress,
+    StageData,
+    checked_stage_data,
+    find_splits,
+)
+from tlcli.files import atomic_path, write_json
 
-# Bump when decode_image changes what it produces, so old caches are rebuilt.
+# Bump when decode_image changes what it produces, so old entries are rebuilt.
 DECODER_VERSION = 3
 
 
-@dataclass
-class DecodedFolder:
-    """Pixels of every file of a folder; rows of skipped files are zero and `ok` is False."""
+def load_stage_data(
+    data: DataConfig,
+    image_size: tuple[int, int],
+    seed: int,
+    cache_dir: Path,
+    report_dir: Path,
+    progress: Progress | None = None,
+    *,
+    require_trainable: bool = True,
+) -> StageData:
+    """Find, decode (or load from the cache) and check a stage's data; write data_report.json
+    and split.csv (`tlcli.data.stage_data.checked_stage_data`)."""
+    started = time.perf_counter()
+    splits = find_splits(data, seed)
+    decoded = decode_splits(splits, image_size, cache_dir, progress)
+    return checked_stage_data(
+        splits, decoded, report_dir, started, require_trainable=require_trainable
+    )
 
-    folder: Folder
-    pixels: np.ndarray  # (files, height, width, 3) uint8, usually a read-only memory map
-    ok: np.ndarray  # bool per file
-    notes: dict[int, list[str]]  # file position -> conversions applied
-    errors: dict[int, str]  # file position -> why it was skipped
-    key: str  # changes whenever any file, the size or the decoder changes
+
+def decode_splits(
+    splits: dict[str, Split],
+    size: tuple[int, int],
+    cache_dir: Path,
+    progress: Progress | None = None,
+) -> dict[Path, DecodedFolder]:
+    """Every folder the splits come from, decoded at `size` (height, width), by folder root."""
+    decoded: dict[Path, DecodedFolder] = {}
+    for split in splits.values():
+        folder = split.folder
+        if folder.root not in decoded:
+            tick = progress(f"Reading {folder.root}", len(folder.files)) if progress else None
+            decoded[folder.root] = decode_folder(folder, size, cache_dir, tick)
+    return decoded
 
 
 def decode_folder(
@@ -53,7 +86,7 @@ def decode_folder(
     cache_dir: Path,
     on_progress: Callable[[int], None] | None = None,
 ) -> DecodedFolder:
-    """Decode (or load from cache) every file of `folder` at `size` (height, width)."""
+    """Decode (or load from the cache) every file of `folder` at `size` (height, width)."""
     slot = hashlib.sha1(str(folder.root.resolve()).encode()).hexdigest()[:10]
     key = _content_key(folder, size)
     array_path = cache_dir / f"images-{slot}-{key}.npy"
@@ -115,7 +148,7 @@ def _from_meta(folder: Folder, pixels: np.ndarray, meta: dict, key: str) -> Deco
     errors = {int(k): v for k, v in meta["errors"].items()}
     ok = np.ones(len(folder.files), dtype=bool)
     ok[list(errors)] = False
-    return DecodedFolder(folder, pixels, ok, notes, errors, key)
+    return DecodedFolder(folder, pixels, ok, notes, errors, key, reader=read_rows)
 
 
 def _content_key(folder: Folder, size: tuple[int, int]) -> str:

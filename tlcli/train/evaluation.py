@@ -4,7 +4,10 @@
 the metrics with the predicted probabilities, true labels and files behind them, from which
 `tlcli.insight` writes the error report, calibration, model card and report page.
 
->>> from tlcli.config import Config
+>>> from tlcli.cache.cut import cut_at_head, cut_in_base
+from tlcli.cache.evaluate_top import cached_top
+from tlcli.cache.features import exact_cached_features
+from tlcli.config import Config
 >>> cfg = Config.model_validate({"name": "demo", "data": {"train_dir": ".", "test_split": 0.1},
 ...                              "model": {"base": "vgg16"}})
 >>> evaluation_split(cfg)
@@ -20,15 +23,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
+from tlcli.cache.cut import cut_at_head, cut_in_base
+from tlcli.cache.evaluate_top import cached_top
+from tlcli.cache.features import exact_cached_features
 from tlcli.config import Config
 from tlcli.console import Console
+from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit
 from tlcli.errors import DataError
 from tlcli.files import atomic_path, read_json, write_json
+from tlcli.model.tta import has_tta
 from tlcli.rundir import LABELS_FILE, RunDir
 from tlcli.runtime.distribute import is_chief
+from tlcli.train.metrics import calibration_metrics, classification_metrics, metrics_rows
+from tlcli.train.plots import plot_confusion
 from tlcli.train.prepare import start_stage_work
 
 PREDICTIONS_FILE = "predictions.npz"
@@ -97,10 +108,6 @@ def score_stage(
     if split_name not in data.splits:
         raise DataError(f"{run.path}: the {split_name} split has no readable images")
     split = data.splits[split_name]
-
-    from tlcli.train.metrics import calibration_metrics, classification_metrics, metrics_rows
-    from tlcli.train.plots import plot_confusion
-
     probabilities, cut = predict_split(cfg, run, stage, split, data.num_classes)
     metrics = classification_metrics(split.labels, probabilities.argmax(axis=1), data.classes)
     metrics.update(
@@ -142,16 +149,9 @@ def predict_split(
     float rounding. Right after the stage its saved top is enough (`cached_top`; with flip TTA
     inside, the stage cached the mirror images' outputs too, and the top's predictions on both
     are averaged); later (say, model.keras calibrated since), the whole model is loaded and its
-    bottom's hash finds the outputs (`exact_cached_outputs`, not with TTA). Otherwise (None)
+    bottom's hash finds the outputs (`exact_cached_features`, not with TTA). Otherwise (None)
     the whole model runs on the images.
     """
-    import keras
-
-    from tlcli.data.pipeline import inputs_only, make_dataset
-    from tlcli.model.split import split_at_head, split_in_base
-    from tlcli.model.tta import has_tta
-    from tlcli.train.feature_cache import cached_top, exact_cached_outputs
-
     record = (run.stage_state(stage) or {}).get("cache") or {}
     found = cached_top(
         run.stage_dir(stage), record.get("evaluate", {}), run.model_path(stage), split
@@ -159,22 +159,22 @@ def predict_split(
     cut = record.get("cut")
     if found is None:
         model = keras.models.load_model(run.model_path(stage), compile=False)
-        split_model = None
+        network_cut = None
         if has_tta(model):  # the mirror branch's outputs are kept only by the stage itself
-            split_model = None
+            network_cut = None
         elif stage == "finetune":
-            split_model = split_at_head(model)
+            network_cut = cut_at_head(model)
         elif stage == "unfreeze":
-            split_model = split_in_base(model)
-        features = split_model and exact_cached_outputs(split_model, split, cfg.cache_path, stage)
+            network_cut = cut_in_base(model)
+        features = network_cut and exact_cached_features(network_cut, split, cfg.cache_path, stage)
         if features is None:
             dataset = make_dataset(split, num_classes, cfg.data.batch_size)
             return np.asarray(model.predict(inputs_only(dataset), verbose=0), np.float32), None
-        found, cut = (split_model.top, [features]), split_model.cut
+        found, cut = (network_cut.top, [features]), network_cut.at
     top, outputs = found
     probabilities = []
     for features in outputs:  # with flip TTA: the image's, then its mirror image's
-        cached = dataclasses.replace(split, pixels=features, rows=np.arange(len(split)))
+        cached = dataclasses.replace(split, array=features, rows=np.arange(len(split)))
         dataset = make_dataset(cached, num_classes, cfg.data.batch_size)
         probabilities.append(np.asarray(top.predict(inputs_only(dataset), verbose=0), np.float32))
     return np.mean(probabilities, axis=0, dtype=np.float32), cut  # TTA: as tta_mean averages
