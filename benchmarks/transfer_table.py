@@ -1,18 +1,14 @@
-"""Turn bench_transfer.py's measurements into its table; reprint the table of a results file.
+"""Turn the transfer suite's measurements into the table it prints.
 
-    python benchmarks/bench_report.py results.json
-
-Works on the results dict alone (what `bench_transfer.py --output` writes), so a table can be
+Works on the results dict alone (the `results` of a transfer result file), so a table can be
 printed again, or compared, without rerunning anything. What each row means is explained in
-bench_transfer.py's docstring and in benchmarks/README.md. A results file of `--repeat N` (N > 1:
-it has "repeats") gets the table of medians over its N pairs; any other prints as before.
+transfer.py's docstring. A result of `--repeat N` (N > 1: it has "repeats") gets the table of
+medians over its N pairs.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 from pathlib import Path
 
 STAGES = ("finetune", "unfreeze")
@@ -380,9 +376,3 @@ def report(results: dict) -> str:
         f"command: {results['command']}",
     ]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python benchmarks/bench_report.py results.json")
-    print(report(json.loads(Path(sys.argv[1]).read_text())))

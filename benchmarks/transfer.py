@@ -1,21 +1,23 @@
 """How fast is tlcli against plain Keras on the same transfer-learning job? One command answers.
 
-    python benchmarks/bench_transfer.py                  # sample_data/target, vgg16, 64 px
-    python benchmarks/bench_transfer.py --data ../shared/datasets/hymenoptera \\
+    python -m benchmarks transfer                  # sample_data/target, vgg16, 64 px
+    python -m benchmarks transfer --synthetic      # photos-like images it makes itself
+    python -m benchmarks transfer --data ../shared/datasets/hymenoptera \\
         --base mobilenet_v2 --weights ../shared/weights/<file>.h5 --image-size 160 \\
-        --repeat-data 8 --output results.json
-    python benchmarks/bench_transfer.py --repeat 5    # 5 interleaved pairs, median ratios
+        --repeat-data 8 --label "A: hymenoptera x8, MobileNetV2 ImageNet, 160 px"
+    python -m benchmarks transfer --repeat 5       # 5 interleaved pairs, median ratios
 
 Every step runs in its own subprocess, one after another, never two at a time:
 
 0. warm-up (not reported): every image file is read once and `python -c "import tensorflow"`
    runs once, so that the first tool timed does not pay for a cold disk;
-1. plain Keras: benchmarks/plain_keras.py, the Keras guide's two-stage recipe, in one process;
+1. plain Keras: `python -m benchmarks.plain_keras`, the Keras guide's two-stage recipe, in one
+   process;
 2. tlcli, with an equivalent config written to the work folder, in one process, as a user runs
    the whole job: `tlcli run CONFIG` (as `python -m tlcli`, the same `main()` as the `tlcli`
    script): finetune, unfreeze, then evaluate of each trained stage (on test/ when the data
    has one);
-3. the floor: benchmarks/forward_floor.py, one forward pass of the base over train + val;
+3. the floor: `python -m benchmarks.forward_floor`, one forward pass of the base over train + val;
 4. TensorFlow import alone: `python -c "import tensorflow"`, timed.
 
 With --repeat N, steps 1 and 2 run N times, interleaved (plain, tlcli, tlcli, plain, ...), each
@@ -25,8 +27,8 @@ pair); the floor and the import run once. On a busy machine one pair can say 1.2
 and the table shows each tool's median, the median of the pairs' ratios with their range, and
 every pair's ratio. The details under the table are the first pair's.
 
-The table (bench_report.py prints it; `python benchmarks/bench_report.py results.json` prints
-it again), in seconds of wall-clock time. Both tools are timed from the launch of their process
+The table (transfer_table.py prints it; the docs' benchmarks page shows its headline), in
+seconds of wall-clock time. Both tools are timed from the launch of their process
 (os.wait4 gives its end and peak memory) and by the clocks they record: plain_keras.py's JSON,
 tlcli's stage.json `timings` (stage_started_at, first_batch_at, stage_finished_at) and
 metrics.json `seconds`.
@@ -64,7 +66,7 @@ then 1e-5), head (average pooling, dropout 0.2, softmax), the layers unfrozen (B
 frozen), augmentation (horizontal flip and zoom), seed; warm-up and compilation stay inside the
 times of both. What differs, by design of each tool:
 
-- decoding: tlcli decodes with Pillow (JPEG draft mode) and resizes as tf.image.resize does
+- decoding: tlcli decodes with Pillow at full resolution and resizes as tf.image.resize does
   (bilinear, no antialiasing) into a uint8 array on disk; Keras with tf.image and
   tf.image.resize, caching float32 tensors in memory. Accuracies can differ slightly.
 - tlcli's frozen stages train on cached outputs of the frozen bottom: exact without
@@ -81,19 +83,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from bench_report import (
+
+from benchmarks.harness import (
+    REPO,
+    BenchError,
+    ChildRun,
+    cli_options,
+    module_command,
+    note,
+    run_child,
+    tlcli_command,
+)
+from benchmarks.synthetic import make_dataset
+from benchmarks.transfer_table import (
     STAGES,
     compare_cell,
     plain_summary,
@@ -101,26 +111,15 @@ from bench_report import (
     report,
     tlcli_summary,
 )
-
 from tlcli.bases import BASES  # no TensorFlow import: this process only launches the others
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 DEFAULT_DATA = REPO / "sample_data" / "target"
 SPLITS = ("train", "val", "test")
 # The top block of each base: what --unfreeze-from-block defaults to.
 TOP_BLOCKS = {name: spec.blocks[-1] for name, spec in BASES.items() if spec.blocks}
 
 
-class BenchError(Exception):
-    """A step of the benchmark failed; the message says which and where its log is."""
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="What each number means: the docstring of this file, or benchmarks/README.md.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--data", type=Path, metavar="DIR", help="train/ val/ [test/]; default: the sample data")
     add("--base", choices=sorted(TOP_BLOCKS), default="vgg16", help="default %(default)s")
@@ -138,37 +137,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--repeat-data", type=int, default=1, metavar="K", help="list each image K times")
     add("--seed", type=int, default=42, help="default %(default)s")
     add("--repeat", type=int, default=1, metavar="N", help="N interleaved plain/tlcli pairs")
-    add("--output", type=Path, metavar="JSON", help="write every measurement to this file")
     add("--workdir", type=Path, metavar="DIR", help="keep configs, runs and logs here")
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    return args
+    add("--label", help="the table row this run fills (default: its settings, in words)")
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def label(args: argparse.Namespace) -> str:
+    if args.label:
+        return args.label
+    data = "synthetic" if args.synthetic else (args.data.name if args.data else "sample data")
+    weights = {"none": "random weights", "imagenet": "ImageNet"}.get(args.weights, "ImageNet")
+    unfrozen = (
+        f"top {args.unfreeze_layers} layers"
+        if args.unfreeze_layers is not None
+        else f"from {args.unfreeze_from_block or 'the top block'}"
+    )
+    words = [
+        f"{data} x{args.repeat_data}" if args.repeat_data > 1 else data,
+        f"{args.base} {weights}",
+        f"{args.image_size} px",
+        f"{args.epochs} + {args.unfreeze_epochs} epochs ({unfrozen})",
+    ]
+    if args.augment:
+        words.append(
+            f"flip + zoom, {args.views} cached views" if args.views else "flip + zoom, uncached"
+        )
+    return ", ".join(words)
+
+
+def check_args(args: argparse.Namespace) -> None:
     """Resolve defaults that depend on other options; refuse what would fail later."""
     if args.unfreeze_layers is None and args.unfreeze_from_block is None:
         args.unfreeze_from_block = TOP_BLOCKS[args.base]
     if args.weights not in ("none", "imagenet"):
         args.weights = str(Path(args.weights).expanduser().resolve())
         if not Path(args.weights).is_file():
-            parser.error(f"--weights: no such file: {args.weights}")
+            raise BenchError(f"--weights: no such file: {args.weights}")
     counts = [args.epochs, args.unfreeze_epochs, args.repeat_data, args.image_size, args.repeat]
     if args.unfreeze_layers is not None:
         counts.append(args.unfreeze_layers)
     if min(counts) < 1:
-        parser.error(
+        raise BenchError(
             "--epochs, --unfreeze-epochs, --repeat-data, --image-size, --repeat, "
             "--unfreeze-layers must be >= 1"
         )
     if args.views < 0:
-        parser.error("--views must be >= 0")
+        raise BenchError("--views must be >= 0")
     if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
-        parser.error(f"--workdir {args.workdir} is not empty (tlcli would refuse its old run)")
-
-
-def note(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+        raise BenchError(f"--workdir {args.workdir} is not empty (tlcli would refuse its old run)")
 
 
 # --------------------------------------------------------------------------------------- data
@@ -177,7 +192,9 @@ def note(message: str) -> None:
 def prepare_data(args: argparse.Namespace, workdir: Path) -> Path:
     """The data folder both tools read: --data, the sample data, or a repeated copy."""
     data = args.data or DEFAULT_DATA
-    if args.data is None and not DEFAULT_DATA.is_dir():
+    if args.synthetic and args.data is None:
+        data = make_dataset(workdir / "synthetic", {"train": 30, "val": 10, "test": 10})
+    elif args.data is None and not DEFAULT_DATA.is_dir():
         data = generate_sample_data(workdir / "sample_data")
     data = data.expanduser().resolve()
     for split in ("train", "val"):
@@ -194,8 +211,7 @@ def generate_sample_data(out: Path) -> Path:
     """What `python scripts/make_sample_data.py` makes, in `out`; returns its target task."""
     note(f"{DEFAULT_DATA} not found: generating the sample data in {out}")
     script = REPO / "scripts" / "make_sample_data.py"
-    if subprocess.run([sys.executable, str(script), "--out", str(out)]).returncode != 0:
-        raise BenchError(f"{script} failed; pass --data DIR instead")
+    run_child("sample-data", [sys.executable, str(script), "--out", str(out)], out.parent / "logs")
     return out / "target"
 
 
@@ -230,60 +246,8 @@ def present_splits(data: Path) -> list[str]:
 # ---------------------------------------------------------------------------------- processes
 
 
-@dataclass
-class ChildRun:
-    """One subprocess: what ran, when it was launched, how long it took, its peak memory."""
-
-    name: str
-    command: list[str]
-    launch_at: float  # time.time() just before the launch, to compare with the child's clocks
-    seconds: float  # wall time from launch to exit
-    max_rss_mb: float
-    log: str
-
-
-def run_child(
-    name: str, command: list[str], logs: Path, shown: list[str] | None = None
-) -> ChildRun:
-    """Run `command` to completion with its output in logs/<name>.log; raise if it fails.
-
-    `shown` is what the progress line prints instead of the command, when that is clearer.
-    """
-    log = logs / f"{name}.log"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    note(f"{name}: {shlex.join(shown or command)}")
-    with log.open("w") as out:
-        launch_at = time.time()
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        # wait4 reaps this child and returns its own rusage; getrusage(RUSAGE_CHILDREN) would
-        # only give the largest peak among all children so far.
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-        raise BenchError(f"{name} exited with {process.returncode}; see {log}\n{tail}")
-    # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
-    rss_mb = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    note(f"{name}: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB")
-    return ChildRun(name, command, launch_at, seconds, rss_mb, str(log))
-
-
 def tf_import_command() -> list[str]:
     return [sys.executable, "-c", "import tensorflow"]
-
-
-def cli_options(**values) -> list[str]:
-    """image_size=64 -> ["--image-size", "64"]; True -> a bare flag; None and False -> nothing."""
-    options = []
-    for key, value in values.items():
-        if value is None or value is False:
-            continue
-        options.append("--" + key.replace("_", "-"))
-        if value is not True:
-            options.append(str(value))
-    return options
 
 
 def model_options(args: argparse.Namespace, data: Path) -> list[str]:
@@ -311,18 +275,15 @@ def run_plain(
         seed=args.seed,
         output=output,
     )
-    command = [sys.executable, str(HERE / "plain_keras.py"), *model_options(args, data), *options]
+    command = module_command("plain_keras", *model_options(args, data), *options)
     return run_child(name, command, workdir / "logs"), json.loads(output.read_text())
 
 
 def run_floor(args: argparse.Namespace, data: Path, workdir: Path) -> tuple[ChildRun, dict]:
     output = workdir / "floor.json"
-    command = [
-        sys.executable,
-        str(HERE / "forward_floor.py"),
-        *model_options(args, data),
-        *cli_options(output=output),
-    ]
+    command = module_command(
+        "forward_floor", *model_options(args, data), *cli_options(output=output)
+    )
     return run_child("floor", command, workdir / "logs"), json.loads(output.read_text())
 
 
@@ -382,7 +343,7 @@ def run_tlcli(args: argparse.Namespace, data: Path, workdir: Path, name: str = "
     config = workdir / "tlcli.yaml"
     config.write_text(yaml.safe_dump(tlcli_config(args, data, workdir / "runs")))
     tlcli_args = ["run", str(config)]
-    command = [sys.executable, "-m", "tlcli", *tlcli_args]
+    command = tlcli_command(*tlcli_args)
     process = run_child(name, command, workdir / "logs", ["tlcli", *tlcli_args])
     run_dir = workdir / "runs" / "bench"
     return {
@@ -472,8 +433,6 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     floor_process, floor_result = run_floor(args, data, workdir)
     tf_import = run_child("tf-import", tf_import_command(), logs)
     results = {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "data": str(data),
         "plain": pairs[0]["plain"],
         "tlcli": pairs[0]["tlcli"],
@@ -487,26 +446,66 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> dict:
+    check_args(args)
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="bench_transfer_"))).resolve()
     try:
         results = run_benchmark(args, workdir)
-    except BenchError as exc:
-        note(f"failed: {exc}")
+    except BenchError:
         note(f"kept {workdir} for inspection")
-        return 1
-    if args.output:  # before the report: a failing report must not lose the measurements
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
-    results["table"] = report(results)
+        raise
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    results["table"] = report({**results, "settings": settings})
     print(results["table"])
-    if args.output:
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
-        note(f"results written to {args.output}")
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return results
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def render(records: list[dict]) -> str:
+    """A row per label: walls plain / tlcli with their ratio, accuracy, memory, the floor."""
+    lines = [
+        "| run | finetune wall, plain / tlcli | finetune after start-up | unfreeze wall "
+        "| whole process | tlcli finetune: wall / floor, cache / floor "
+        "| val accuracy plain / tlcli: finetune; unfreeze | peak RSS MB, plain / tlcli |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        lines.append("| " + " | ".join([record["label"], *_cells(record["results"])]) + " |")
+    return "\n".join(lines)
+
+
+def _cells(results: dict) -> list[str]:
+    repeated = results.get("repeat_summary")
+    plain, tlcli = results["summary"]["plain"], results["summary"]["tlcli"]
+
+    def value(key: str, tool: str) -> float | None:
+        return repeated[key][tool] if repeated else results["summary"][tool][key]
+
+    def ratio(key: str) -> str:
+        cell = compare_cell(value(key, "plain"), value(key, "tlcli"), "s")
+        if repeated and repeated[key].get("min") is not None:
+            spread = repeated[key]
+            cell = f"{spread['compare']:.2f}x ({spread['min']:.2f}-{spread['max']:.2f})"
+        return cell
+
+    def wall(key: str) -> str:
+        return f"{value(key, 'plain'):.0f} / {value(key, 'tlcli'):.0f} s: **{ratio(key)}**"
+
+    forward = results["floor"]["result"]["forward_seconds"]
+    cache = results["tlcli"]["stages"]["finetune"].get("timings", {}).get("cache_seconds")
+    floor = f"{tlcli['finetune_wall'] / forward:.1f}x, " + (
+        f"{cache / forward:.1f}x ({forward:.1f} s)" if cache else f"- ({forward:.1f} s)"
+    )
+    accuracy = "; ".join(
+        f"{plain[f'val_{stage}']:.3f} / {tlcli[f'val_{stage}']:.3f}" for stage in STAGES
+    )
+    return [
+        wall("finetune_wall"),
+        ratio("finetune_stage"),
+        wall("unfreeze_wall"),
+        wall("whole"),
+        floor,
+        accuracy,
+        f"{value('peak_rss_mb', 'plain'):.0f} / {value('peak_rss_mb', 'tlcli'):.0f}",
+    ]
