@@ -6,12 +6,12 @@ dataset per dtype (tlcli/train/training_state.py), into a temporary file renamed
 times that save, and loading it back (`load_backup`), against plain `model.save_weights` /
 `load_weights` of the same model to the same disk, in one process:
 
-    python benchmarks/bench_backup.py --base mobilenet_v2 --image-size 224 --trainable all
-    python benchmarks/bench_backup.py --base vgg16 --image-size 224 --trainable head
+    python -m benchmarks backup --base mobilenet_v2 --image-size 224 --trainable all
+    python -m benchmarks backup --base vgg16 --image-size 224 --trainable head
 
 `--trainable all` is an uncached `unfreeze` with every layer training (Adam keeps two slots per
 weight: the largest backup); `head` is an uncached `finetune` (frozen base). Random weights: the
-cost depends on sizes, not values.
+cost depends on sizes, not values; no data is read, so every run is synthetic.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ from pathlib import Path
 import numpy as np
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default="mobilenet_v2")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--trainable", choices=["head", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: tmp)")
-    return parser.parse_args(argv)
+
+
+def label(args: argparse.Namespace) -> str:
+    return f"{args.base}, {args.image_size} px, trainable {args.trainable}"
 
 
 def build(base_name: str, size: int, trainable: str):
@@ -64,8 +66,7 @@ def timed(action, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> dict:
     from tlcli.runtime.startup import import_tensorflow
 
     import_tensorflow()
@@ -100,7 +101,21 @@ def main(argv: list[str] | None = None) -> None:
           f"{sizes[1] / sizes[0]:12.2f}x")  # fmt: skip
     for what, (plain, ours) in results.items():
         print(f"{what + ' (s)':28}{plain:12.3f}{ours:10.3f}{ours / plain:12.2f}x")
+    return {**results, "megabytes": [size / 1e6 for size in sizes]}
 
 
-if __name__ == "__main__":
-    main()
+def render(records: list[dict]) -> str:
+    """Save and load seconds of plain Keras' save_weights and of tlcli's backup, and file size."""
+    lines = [
+        "| model | file | plain Keras save / load | tlcli save / load |",
+        "|---|---|---|---|",
+    ]
+    for record in records:
+        results = record["results"]
+        (plain_save, save), (plain_load, load) = results["save"], results["load"]
+        size = f"{results['megabytes'][1]:.1f} MB" if "megabytes" in results else "-"
+        lines.append(
+            f"| {record['label']} | {size} | {plain_save:.3f} / {plain_load:.3f} s "
+            f"| {save:.3f} / {load:.3f} s ({save / plain_save:.2f}x / {load / plain_load:.2f}x) |"
+        )
+    return "\n".join(lines)

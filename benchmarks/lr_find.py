@@ -2,7 +2,8 @@
 against the best of a small grid of rates, on real photographs, for the finetune head and for
 unfreeze. One command:
 
-    python benchmarks/lr_find_quality.py --output benchmarks/results/lr_find_quality.json
+    python -m benchmarks lr-find                                   # both datasets of ../shared
+    python -m benchmarks lr-find --synthetic --stages finetune --image-size 64 --head-seeds 1
 
 For each dataset (../shared: hymenoptera, clothing), MobileNetV2 with its ImageNet weights at
 160 px, `finetune.search: off` (with the head search on, the finetune rate trains only the
@@ -16,11 +17,13 @@ a rate that wrecks the model):
    unfreeze`, then a grid sweep over UNFREEZE_GRID plus the suggestions, each trial training
    finetune and then unfreeze (`--unfreeze-epochs`).
 
+`--synthetic` runs on photos-like images the suite makes, with random weights (it exercises the
+measurement; the rates it finds say nothing about real photos).
+
 Each trial's score is its last epoch's validation accuracy (results.json of the sweep); a rate's
 accuracy is the mean over the seeds it trained with (`--head-seeds`, `--unfreeze-seeds`: from
 one seed to the next the same rate moves by a point or two). It prints, per dataset and stage,
 each rate's accuracy, the best of the grid, and each suggestion's accuracy and gap to that best.
-`--output` keeps the entries of a JSON it finds for the datasets and stages not measured again.
 """
 
 from __future__ import annotations
@@ -29,19 +32,22 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from benchmarks.harness import (
+    SHARED_DATASETS,
+    SHARED_WEIGHTS,
+    need_shared,
+    run_child,
+    tlcli_command,
+)
+from benchmarks.synthetic import make_dataset
 from tlcli.experiments.lr_suggest import suggest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 RULES = ("descent", "minimum")
 HEAD_GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 UNFREEZE_GRID = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4]
@@ -54,28 +60,41 @@ DATASETS = {
         "val_dir": "clothing/validation",
         "test_dir": "clothing/test",
     },
+    "synthetic": {"train_dir": "synthetic/train", "val_dir": "synthetic/val"},
 }
 
 
-def run(command: list[str], log: Path) -> None:
-    with log.open("w") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        sys.exit(f"{' '.join(command)} failed (exit {code}); see {log}")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--datasets", nargs="+", default=["hymenoptera", "clothing"], choices=list(DATASETS)
+    )
+    parser.add_argument("--stages", nargs="+", default=["finetune", "unfreeze"])
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--head-epochs", type=int, default=10)
+    parser.add_argument("--unfreeze-epochs", type=int, default=2)
+    parser.add_argument("--head-seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--unfreeze-seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--workdir", type=Path, help="work here; a cache/ in it is reused")
 
 
-def tlcli(*words: str | Path) -> list[str]:
-    return [sys.executable, "-m", "tlcli", *map(str, words)]
+def label(args: argparse.Namespace) -> str:
+    return "synthetic" if args.synthetic else f"MobileNetV2 ImageNet, {args.image_size} px"
+
+
+def run_tlcli(command: list[str], log: Path) -> None:
+    run_child(log.stem, command, log.parent)
 
 
 def base_config(name: str, work: Path, args) -> dict:
-    data = {k: str(SHARED / "datasets" / v) for k, v in DATASETS[name].items()}
+    weights = "none" if name == "synthetic" else str(SHARED_WEIGHTS)
+    root = work / "data" if name == "synthetic" else SHARED_DATASETS
+    data = {k: str(root / v) for k, v in DATASETS[name].items()}
     return {
         "name": name,
         "output_dir": str(work / "runs"),
         "cache_dir": str(work / "cache"),  # lr-find and every trial share one cache
         "data": {**data, "image_size": [args.image_size, args.image_size]},
-        "model": {"base": "mobilenet_v2", "weights": str(WEIGHTS)},
+        "model": {"base": "mobilenet_v2", "weights": weights},
         "finetune": {"epochs": args.head_epochs, "search": "off"},
         "unfreeze": {"epochs": args.unfreeze_epochs, "interpolate": "off"},
     }
@@ -97,7 +116,7 @@ def grid_accuracy(
     }
     path = work / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(swept, sort_keys=False))
-    run(tlcli("sweep", path, "--quiet"), work / f"{tag}.log")
+    run_tlcli(tlcli_command("sweep", path, "--quiet"), work / f"{tag}.log")
     results = json.loads((work / "runs" / f"{tag}-sweep" / "results.json").read_text())
     found: dict = {}
     for row in sorted(results["trials"], key=lambda row: row["seed"]):
@@ -113,8 +132,10 @@ def measure(config: dict, stage: str, grid: list[float], seeds: list[int], work:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     started = time.perf_counter()
     if stage == "unfreeze":
-        run(tlcli("finetune", path, "--quiet"), work / f"{name}-finetune.log")
-    run(tlcli("lr-find", path, "--stage", stage), work / f"{name}-{stage}-lr-find.log")
+        run_tlcli(tlcli_command("finetune", path, "--quiet"), work / f"{name}-finetune.log")
+    run_tlcli(
+        tlcli_command("lr-find", path, "--stage", stage), work / f"{name}-{stage}-lr-find.log"
+    )
     found = json.loads((work / "runs" / name / "lr_find" / f"{stage}.json").read_text())
     suggestions = {rule: suggest(found["rates"], found["losses"], rule).rate for rule in RULES}
     rates = sorted({*grid, *suggestions.values()})
@@ -154,39 +175,43 @@ def report(name: str, stage: str, epochs: int, found: dict) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--stages", nargs="+", default=["finetune", "unfreeze"])
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--head-epochs", type=int, default=10)
-    parser.add_argument("--unfreeze-epochs", type=int, default=2)
-    parser.add_argument("--head-seeds", type=int, nargs="+", default=[42, 1, 2])
-    parser.add_argument("--unfreeze-seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--output", type=Path)
-    parser.add_argument("--workdir", type=Path, help="work here; a cache/ in it is reused")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> dict:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="lr_find_quality_"))
     shutil.rmtree(work / "runs", ignore_errors=True)  # the runs start anew, the cache stays
-    print(f"[lr_find_quality] work folder {work}", file=sys.stderr)
-    kept = args.output and args.output.is_file()
-    results: dict = json.loads(args.output.read_text()) if kept else {}
-    results.update(
-        image_size=args.image_size,
-        epochs={"finetune": args.head_epochs, "unfreeze": args.unfreeze_epochs},
-    )
+    if args.synthetic:
+        args.datasets = ["synthetic"]
+        make_dataset(work / "data" / "synthetic", {"train": 30, "val": 10})
+    else:
+        need_shared(SHARED_WEIGHTS, *(SHARED_DATASETS / name for name in args.datasets))
+    results: dict = {
+        "image_size": args.image_size,
+        "epochs": {"finetune": args.head_epochs, "unfreeze": args.unfreeze_epochs},
+    }
     grids = {"finetune": HEAD_GRID, "unfreeze": UNFREEZE_GRID}
     seeds = {"finetune": args.head_seeds, "unfreeze": args.unfreeze_seeds}
     for name in args.datasets:
         config = base_config(name, work, args)
         for stage in args.stages:
             found = measure(config, stage, grids[stage], seeds[stage], work)
-            results.setdefault(name, {})[stage] = found
+            results.setdefault("datasets", {}).setdefault(name, {})[stage] = found
             report(name, stage, results["epochs"][stage], found)
-            if args.output:  # after each stage: a long run keeps what it measured
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
-if __name__ == "__main__":
-    main()
+def render(records: list[dict]) -> str:
+    """Validation accuracy of the best rate of the grid, and of each rule's suggestion."""
+    lines = [
+        "| dataset, stage | best of the grid | `descent` (the default) | `minimum` |",
+        "|---|---|---|---|",
+    ]
+    for record in records:
+        for name, stages in record["results"]["datasets"].items():
+            for stage, found in stages.items():
+                cells = [
+                    f"{found['suggestions'][rule]:.2g}: {found['suggestion_accuracy'][rule]:.3f} "
+                    f"({-found['gap_points'][rule]:+.1f} points)"
+                    for rule in RULES
+                ]
+                best = f"**{found['best_grid_accuracy']:.3f}** at {found['best_grid_rate']:g}"
+                lines.append(f"| {name}, {stage} | {best} | {' | '.join(cells)} |")
+    return "\n".join(lines)

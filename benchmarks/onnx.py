@@ -1,11 +1,12 @@
 """ONNX export, measured: file sizes, the self-check's figures, conversion time, and inference
 speed of ONNX Runtime against plain Keras on the same images, for each base.
 
-    python benchmarks/onnx_export.py [--bases vgg16 resnet50 mobilenet_v2] [--output FILE]
+    python -m benchmarks onnx [--bases vgg16 resnet50 mobilenet_v2]
+    python -m benchmarks onnx --synthetic        # VGG16 and ResNet50 only: no ../shared
 
 Each base gets a small run trained with tlcli: VGG16 and ResNet50 on synthetic shapes at 32 px
 from random weights (2 frozen epochs); MobileNetV2 with the real ImageNet weights from
-../shared on the hymenoptera photos at 160 px (3 frozen epochs; skipped without ../shared).
+../shared on the hymenoptera photos at 160 px (3 frozen epochs; not with --synthetic).
 Then `tlcli export --format onnx` with `--quantize none` and `dynamic`, timed (conversion, and
 the self-check that loads the file back into ONNX Runtime), and a speed comparison: the same
 batch through `keras.Model.predict_on_batch` and through `onnxruntime.InferenceSession.run`,
@@ -19,10 +20,7 @@ Needs `pip install -e '.[onnx]'`. Figures from a shared 2-core machine: indicati
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,31 +28,43 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-HYMENOPTERA = SHARED / "datasets" / "hymenoptera"
-sys.path.insert(0, str(REPO / "tests"))  # conftest.make_image_folder: the synthetic shapes
+from benchmarks.harness import (
+    SHARED_DATASETS,
+    SHARED_WEIGHTS,
+    median_seconds,
+    need_shared,
+    tlcli_command,
+)
+from benchmarks.synthetic import SHAPES, make_shapes
+
+HYMENOPTERA = SHARED_DATASETS / "hymenoptera"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bases", nargs="+", default=["vgg16", "resnet50", "mobilenet_v2"])
+    parser.add_argument("--batch", type=int, default=32, help="images per timed batch")
+    parser.add_argument("--repeats", type=int, default=5, help="timed batches (median)")
+
+
+def label(args: argparse.Namespace) -> str:
+    return "synthetic" if args.synthetic else " ".join(args.bases)
 
 
 def config_for(base: str, workdir: Path) -> dict | None:
     if base == "mobilenet_v2":
-        if not WEIGHTS.is_file() or not (HYMENOPTERA / "train").is_dir():
-            return None
+        need_shared(SHARED_WEIGHTS, HYMENOPTERA / "train")
         data = {"train_dir": str(HYMENOPTERA / "train"), "image_size": [160, 160]}
-        model = {"base": base, "weights": str(WEIGHTS)}
+        model = {"base": base, "weights": str(SHARED_WEIGHTS)}
         epochs = 3
     else:
-        from conftest import make_image_folder
-
-        root = make_image_folder(workdir / "shapes", {"train": 10, "val": 6, "test": 4})
+        root = make_shapes(workdir / "shapes", {"train": 10, "val": 6, "test": 4}, SHAPES[:3])
         data = {"train_dir": str(root / "train"), "val_dir": str(root / "val")}
         data |= {"image_size": [32, 32], "batch_size": 8}
         model = {"base": base, "weights": "none", "head": {"dense": [16]}}
         epochs = 2
     return {
         "name": base,
-        "seed": 1,  # as tests/conftest.py's runs
+        "seed": 1,
         "output_dir": str(workdir / "runs"),
         "data": data,
         "model": model,
@@ -62,28 +72,16 @@ def config_for(base: str, workdir: Path) -> dict | None:
     }
 
 
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up: graph tracing, session initialisation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure(base: str, workdir: Path, batch: int, repeats: int) -> dict | None:
+def measure(base: str, workdir: Path, batch: int, repeats: int) -> dict:
     from tlcli.errors import RunError
     from tlcli.serve.export import export_stage
     from tlcli.serve.parity import check_images
     from tlcli.serve.predictor import load_keras_model, load_predictor
 
     config = config_for(base, workdir)
-    if config is None:
-        return None
     path = workdir / f"{base}.yaml"
     path.write_text(yaml.safe_dump(config))
-    subprocess.run([sys.executable, "-m", "tlcli", "run", str(path), "--quiet"], check=True)
+    subprocess.run(tlcli_command("run", path, "--quiet"), check=True)
     run = workdir / "runs" / base
     model = load_keras_model(run / "finetune" / "model.keras")
     image_size = tuple(model.input_shape[1:3])
@@ -141,25 +139,36 @@ def print_table(rows: list[dict]) -> None:
             )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bases", nargs="+", default=["vgg16", "resnet50", "mobilenet_v2"])
-    parser.add_argument("--batch", type=int, default=32, help="images per timed batch")
-    parser.add_argument("--repeats", type=int, default=5, help="timed batches (median)")
-    parser.add_argument("--output", type=Path, help="write the measurements as JSON")
-    args = parser.parse_args()
-    rows = []
+def run(args: argparse.Namespace) -> dict:
+    if args.synthetic:
+        args.bases = [base for base in args.bases if base != "mobilenet_v2"]
     with tempfile.TemporaryDirectory() as workdir:
-        for base in args.bases:
-            row = measure(base, Path(workdir), args.batch, args.repeats)
-            if row is None:
-                print(f"{base}: skipped (../shared weights or photos not present)")
-                continue
-            rows.append(row)
+        rows = [measure(base, Path(workdir), args.batch, args.repeats) for base in args.bases]
     print_table(rows)
-    if args.output:
-        args.output.write_text(json.dumps(rows, indent=2) + "\n")
+    return {"bases": rows}
 
 
-if __name__ == "__main__":
-    main()
+def render(records: list[dict]) -> str:
+    """Per base and quantize mode: file, export time, self-check, ONNX Runtime against Keras."""
+    lines = [
+        "| base | `--quantize` | file | export | max \\|Δp\\| | top-1 agreement | spread "
+        "| ONNX Runtime | Keras | Keras / ORT |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        rows = record["results"]
+        for row in rows["bases"] if isinstance(rows, dict) else rows:
+            name = f"{row['base']}, {row['image_size'][0]} px"
+            for quantize in ("none", "dynamic"):
+                m = row[quantize]
+                if "refused" in m:
+                    lines.append(f"| {name} | {quantize} | refused: {m['refused']} |||||||")
+                    continue
+                lines.append(
+                    f"| {name} | {quantize} | {m['megabytes']:.1f} MB "
+                    f"| {m['export_seconds']:.1f} s "
+                    f"| {m['max_diff']:.2g} | {m['agreement']:.0%} of {m['check_images']} "
+                    f"| {row['spread']:.2f} | {m['ms_per_image']:.1f} ms/image "
+                    f"| {row['keras_ms_per_image']:.1f} ms | {m['keras_over_onnx']:.2f}x |"
+                )
+    return "\n".join(lines)

@@ -49,9 +49,15 @@ def provenance(records: list[dict]) -> str:
     lines = []
     for record in records:
         env = record["environment"]
+        label = f"{record['label']}: " if record.get("label") else ""
+        if record.get("converted_from") and env.get("commit") == "unknown":
+            lines.append(
+                f"- {label}{env.get('date', '?')[:10]}, from a results file that did not record "
+                f"the commit, versions or CPU (`{record['file']}`)"
+            )
+            continue
         where = f"{env.get('cpu', 'unknown CPU')}, {env.get('cores', '?')} cores"
         versions = f"TensorFlow {env.get('tensorflow', '?')}, Keras {env.get('keras', '?')}"
-        label = f"{record['label']}: " if record.get("label") else ""
         lines.append(
             f"- {label}{env.get('date', '?')[:10]}, commit {env.get('commit', 'unknown')}, "
             f"{where}, {versions} (`{record['file']}`)"

@@ -494,9 +494,10 @@ def _cells(results: dict) -> list[str]:
 
     forward = results["floor"]["result"]["forward_seconds"]
     cache = results["tlcli"]["stages"]["finetune"].get("timings", {}).get("cache_seconds")
-    floor = f"{tlcli['finetune_wall'] / forward:.1f}x, " + (
-        f"{cache / forward:.1f}x ({forward:.1f} s)" if cache else f"- ({forward:.1f} s)"
-    )
+    if cache:
+        floor = f"{tlcli['finetune_wall'] / forward:.1f}x, {cache / forward:.1f}x ({forward:.1f} s)"
+    else:
+        floor = "- (uncached)"
     accuracy = "; ".join(
         f"{plain[f'val_{stage}']:.3f} / {tlcli[f'val_{stage}']:.3f}" for stage in STAGES
     )

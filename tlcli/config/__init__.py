@@ -5,7 +5,7 @@
     messages.py     strict YAML reading, and each validation error as one line naming file and key
     fingerprint.py  the keys a stage's result depends on (what resume and reuse compare)
     sweep.py        the sweep section: search-space forms, and checking each key against the schema
-    reference.py    README's config reference, rendered from the schema
+    reference.py    the config reference of the docs, rendered from the schema
 
 May import: the root helpers (`tlcli.errors`, `tlcli.bases`, `tlcli.rundir`), pydantic, PyYAML.
 Everything above imports the config; the config imports nothing above it, and never TensorFlow,
