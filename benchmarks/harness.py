@@ -219,20 +219,19 @@ def write_result(suite: str, record: dict, results: Path = RESULTS) -> Path:
 
 
 def newest_by_label(suite: str, results: Path = RESULTS) -> list[dict]:
-    """The newest result file of each label of a suite, in the order their labels sort."""
-    newest: dict[str, dict] = {}
-    for path in sorted((results / suite).glob("*.json")):
+    """The newest result file of each label of a suite (by its date, then the file's own
+    order: a later run of the same day is `-2`, `-3`, ...), in the order their labels sort."""
+    newest: dict[str, tuple] = {}
+    for path in (results / suite).glob("*.json"):
         record = json.loads(path.read_text(encoding="utf-8"))
-        record["file"] = (
-            path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
-        )
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        record["file"] = shown.as_posix()
+        number = re.search(r"-(\d+)\.json$", path.name)
+        key = (record["environment"]["date"], int(number.group(1)) if number else 1)
         label = record.get("label", "")
-        if (
-            label not in newest
-            or record["environment"]["date"] >= newest[label]["environment"]["date"]
-        ):
-            newest[label] = record
-    return [newest[label] for label in sorted(newest)]
+        if label not in newest or key >= newest[label][0]:
+            newest[label] = (key, record)
+    return [newest[label][1] for label in sorted(newest)]
 
 
 def slug(text: str) -> str:
