@@ -72,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--head-epochs", type=int, default=10)
     parser.add_argument("--unfreeze-epochs", type=int, default=2)
+    parser.add_argument("--head-grid", type=float, nargs="+", default=HEAD_GRID)
+    parser.add_argument("--unfreeze-grid", type=float, nargs="+", default=UNFREEZE_GRID)
     parser.add_argument("--head-seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--unfreeze-seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--workdir", type=Path, help="work here; a cache/ in it is reused")
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
         "image_size": args.image_size,
         "epochs": {"finetune": args.head_epochs, "unfreeze": args.unfreeze_epochs},
     }
-    grids = {"finetune": HEAD_GRID, "unfreeze": UNFREEZE_GRID}
+    grids = {"finetune": args.head_grid, "unfreeze": args.unfreeze_grid}
     seeds = {"finetune": args.head_seeds, "unfreeze": args.unfreeze_seeds}
     for name in args.datasets:
         config = base_config(name, work, args)
