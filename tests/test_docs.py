@@ -79,3 +79,18 @@ def test_docs_speak_about_the_product_not_its_history():
     for page in pages:
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"\bissue \d+|\btoday\b", text, re.I), page
+
+
+def test_readme_headline_is_what_the_quality_results_say():
+    """README quotes the final test accuracy of both recipes: the mean over the seeds of the
+    newest quality result, as the benchmarks page renders it."""
+    import json
+
+    newest = sorted((REPO / "benchmarks" / "results" / "quality").glob("*.json"))[-1]
+    datasets = json.loads(newest.read_text())["results"]["datasets"]
+    for name, by_tool in datasets.items():
+        for tool in ("plain", "tlcli"):
+            runs = by_tool[tool]
+            mean = sum(run["unfreeze"]["accuracy"] for run in runs) / len(runs)
+            row = next(line for line in README.splitlines() if line.startswith(f"| {name}"))
+            assert f"{mean:.3f}" in row, (name, tool, mean, row)
