@@ -373,6 +373,6 @@ def report(results: dict) -> str:
         "",
         *floor_lines(results),
         *process_lines(results),
-        f"command: {results['command']}",
+        f"command: {results.get('command', '-')}",
     ]
     return "\n".join(lines)
