@@ -94,3 +94,23 @@ def test_readme_headline_is_what_the_quality_results_say():
             mean = sum(run["unfreeze"]["accuracy"] for run in runs) / len(runs)
             row = next(line for line in README.splitlines() if line.startswith(f"| {name}"))
             assert f"{mean:.3f}" in row, (name, tool, mean, row)
+
+
+def test_every_python_name_the_docs_give_exists():
+    """`tlcli.a.b.name` in a guide is something a user can import: renames show up here."""
+    import importlib
+
+    pages = [*(REPO / "docs").glob("*.md"), REPO / "README.md"]
+    names = {n for page in pages for n in re.findall(r"`(tlcli(?:\.\w+)+)", page.read_text())}
+    assert names
+    for name in sorted(names):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for attribute in parts[cut:]:
+                found = getattr(found, attribute, None)
+                assert found is not None, f"{name} (in the docs) does not exist"
+            break
