@@ -114,3 +114,12 @@ def test_every_python_name_the_docs_give_exists():
                 found = getattr(found, attribute, None)
                 assert found is not None, f"{name} (in the docs) does not exist"
             break
+
+
+def test_every_repository_path_the_docs_give_exists():
+    pages = [*(REPO / "docs").rglob("*.md"), REPO / "README.md"]
+    pattern = r"`((?:tlcli|configs|scripts|benchmarks|tests)/[\w./-]+)`"
+    paths = {p for page in pages for p in re.findall(pattern, page.read_text())}
+    assert paths
+    missing = sorted(path for path in paths if not (REPO / path).exists())
+    assert not missing, f"the docs name files that are not there: {missing}"
