@@ -37,6 +37,7 @@ from tlcli.config.schema import (
     Section,
     TrainStage,
     UnfreezeConfig,
+    weights_label,
 )
 
 __all__ = [
@@ -62,4 +63,5 @@ __all__ = [
     "flatten",
     "load_config",
     "stage_fingerprint",
+    "weights_label",
 ]

@@ -38,7 +38,18 @@ from tlcli.config.messages import at
 from tlcli.config.sweep import SweepConfig, check_space
 from tlcli.rundir import STAGES, RunDir
 
+# The weights settings that name no file: `model.weights`, `pretrain.weights`.
 SPECIAL_WEIGHTS = ("imagenet", "none", "pretrain")
+
+
+def weights_label(weights: str) -> str:
+    """A weights setting as banners and model cards name it: a special name as it is, a path
+    by its file name.
+
+    >>> weights_label("imagenet"), weights_label("/models/ants/finetune/model.keras")
+    ('imagenet', 'model.keras')
+    """
+    return weights if weights in SPECIAL_WEIGHTS else Path(weights).name
 
 
 class Section(BaseModel):
