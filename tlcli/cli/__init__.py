@@ -23,6 +23,7 @@ import typer
 
 from tlcli import __version__
 from tlcli.cli.app import app
+from tlcli.runtime.startup import quiet_tensorflow_logs
 
 # Importing a command module registers its commands; `tlcli --help` lists them in this order.
 # isort: off
@@ -46,8 +47,6 @@ def _root(
     ),
 ) -> None:
     """Transfer learning for image classifiers, driven by a YAML config."""
-    from tlcli.runtime.startup import quiet_tensorflow_logs
-
     quiet_tensorflow_logs()  # before any command's code can load TensorFlow
 
 

@@ -62,6 +62,7 @@ def config_keys() -> dict[str, tuple[str, tuple[str, ...]]]:
     >>> config_keys()["model.pooling"]
     ('base output -> vector', ('flatten', 'avg', 'max'))
     """
+    # imported for a `--set` key only: completing a file or a command loads no pydantic
     from tlcli.config.keys import MAPPING_NAME, schema_keys
     from tlcli.config.schema import Config
 
