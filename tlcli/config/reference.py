@@ -12,27 +12,26 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
-from tlcli.config.messages import section_type
+from tlcli.config.keys import SchemaKey, schema_keys, section_keys
 from tlcli.config.schema import Config, DataOverride
 
 
 def render_reference() -> str:
     """One table per section: key, type, default, meaning."""
     lines: list[str] = []
-    for title, prefix, model in _sections(Config, "", set()):
-        lines += ["", f"**{title}**" + (f": {_doc(model)}" if _doc(model) else ""), ""]
+    for prefix, section in _documented_sections():
+        title = f"`{prefix.rstrip('.')}`" if prefix else "top level"
+        lines += ["", f"**{title}**" + (f": {_doc(section)}" if _doc(section) else ""), ""]
         lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, field in model.model_fields.items():
-            meaning = (field.description or "").replace("|", "\\|")
-            lines.append(
-                f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | {meaning} |"
-            )
+        for key in section_keys(section, prefix):
+            meaning = key.description.replace("|", "\\|")
+            lines.append(f"| `{key.key}` | {_type(key.annotation)} | {_default(key)} | {meaning} |")
     return "\n".join(lines).strip() + "\n"
 
 
@@ -40,19 +39,16 @@ def render_reference() -> str:
 SHARED = ("optimizer", "schedule", "early_stopping")
 
 
-def _sections(model: type[BaseModel], prefix: str, seen: set):
-    if model in seen:
-        return
-    seen.add(model)
-    yield (f"`{prefix.rstrip('.')}`" if prefix else "top level"), prefix, model
-    for name, field in model.model_fields.items():
-        section = section_type(field.annotation)
-        if section is None or section is DataOverride:
-            continue  # pretrain.data takes the keys of data
-        label = f"<stage>.{name}." if name in SHARED else f"{prefix}{name}."
-        if typing.get_origin(field.annotation) is dict:
-            label = f"{prefix}{name}.<key>."  # a mapping of names to sections
-        yield from _sections(section, label, seen)
+def _documented_sections() -> Iterator[tuple[str, type[BaseModel]]]:
+    """(prefix, section class) of each section, once, where it first appears; `pretrain.data`
+    takes the keys of `data`."""
+    yield "", Config
+    seen: set[type[BaseModel]] = {Config}
+    for key in schema_keys(Config):
+        if key.section is None or key.section in seen or key.section is DataOverride:
+            continue
+        seen.add(key.section)
+        yield (f"<stage>.{key.name}." if key.name in SHARED else key.prefix), key.section
 
 
 def _type(annotation: Any) -> str:
@@ -80,13 +76,13 @@ def _type(annotation: Any) -> str:
     return str(annotation).replace("typing.", "")
 
 
-def _default(field) -> str:
-    shown = (field.json_schema_extra or {}).get("shown_default")
+def _default(key: SchemaKey) -> str:
+    shown = (key.field.json_schema_extra or {}).get("shown_default")
     if shown:
         return shown
-    if field.is_required():
+    if key.field.is_required():
         return "required"
-    value = field.default_factory() if field.default is PydanticUndefined else field.default
+    value = key.default
     if isinstance(value, BaseModel):
         changed = value.model_dump(exclude_defaults=True)
         return f"`{changed}`".replace("'", "") if changed else "defaults"
