@@ -66,7 +66,7 @@ def build_base(name: str, image_size: tuple[int, int], weights: str | None):
     >>> build_base("vgg16", (32, 32), None).output.shape
     (None, 1, 1, 512)
     """
-    import keras
+    import keras  # on call: the config reads this registry without TensorFlow
 
     spec = BASES[name]
     constructor = getattr(keras.applications, spec.constructor)

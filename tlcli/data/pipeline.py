@@ -221,8 +221,6 @@ def inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 def augmentation_layers(augment: AugmentConfig, size: tuple[int, int], seed: int) -> list:
     """Keras preprocessing layers for the configured augmentation, in a fixed order."""
-    import keras
-
     height, width = size
     layers = []
     if augment.flip != "none":

@@ -13,6 +13,6 @@
 
 Optuna is an optional extra (`pip install 'tlcli[sweep]'`); compare and lr_find need none.
 
-May import: `tlcli.train`, `tlcli.serve`, `tlcli.data`, `tlcli.model`, `tlcli.runtime`,
-`tlcli.config`, the root helpers.
+May import: `tlcli.train`, `tlcli.serve`, `tlcli.cache`, `tlcli.data`, `tlcli.model`,
+`tlcli.runtime`, `tlcli.config`, the root helpers.
 """

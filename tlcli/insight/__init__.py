@@ -13,7 +13,7 @@
     report_html.py     report.html: one self-contained page per run
     reports.py         every report of an evaluation in one call (after evaluate, or redrawn)
 
-May import: `tlcli.train`, `tlcli.serve`, `tlcli.data`, `tlcli.model`, `tlcli.runtime`,
-`tlcli.config`, the root helpers. cleanlab and imagehash (the `doctor` extra) only inside the
-doctor's checks; the reports need no extra.
+May import: `tlcli.train`, `tlcli.serve`, `tlcli.cache`, `tlcli.data`, `tlcli.model`,
+`tlcli.runtime`, `tlcli.config`, the root helpers. cleanlab and imagehash (the `doctor` extra)
+only inside the doctor's checks; the reports need no extra.
 """

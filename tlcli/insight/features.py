@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcli.cache.cut import NetworkCut, cut_at_head
-from tlcli.cache.features import cached_features
 from tlcli.config import Config, HeadConfig
 from tlcli.console import Console
 from tlcli.data.stage_data import StageData
@@ -64,6 +62,9 @@ def target_features(cfg: Config, run: RunDir, console: Console) -> DatasetFeatur
     start_tensorflow(cfg)
     data = load_data(cfg, run, "finetune", console, require_trainable=False)
     decoded_at = time.perf_counter()
+    # Keras after start_tensorflow(): `tlcli doctor` names a missing extra loading no TensorFlow
+    from tlcli.cache.cut import NetworkCut
+    from tlcli.cache.features import cached_features
 
     with model_scope(cfg.run):
         bottom = frozen_bottom(cfg, run, data.num_classes)
@@ -104,6 +105,8 @@ def frozen_bottom(cfg: Config, run: RunDir, num_classes: int):
 
     The head is left at its defaults: it is not part of the bottom, nor of the cache key.
     """
+    # Keras after start_tensorflow(): `tlcli doctor` names a missing extra loading no TensorFlow
+    from tlcli.cache.cut import cut_at_head
     from tlcli.model.freezing import freeze_base
     from tlcli.model.network import build_classifier
     from tlcli.model.weights import build_base_with_weights

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from tlcli.bases import build_base
 from tlcli.errors import ConfigError, RunError
@@ -94,9 +96,6 @@ def build_frozen_base(base_name: str, image_size: tuple[int, int], weights: str)
     """
     if _shared_bases is None:
         return build_base_with_weights(base_name, image_size, weights)
-    import random
-
-    import tensorflow as tf
 
     path = Path(weights)
     stamp = path.stat().st_mtime_ns if weights not in ("none", "imagenet") else None

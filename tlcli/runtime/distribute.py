@@ -119,7 +119,7 @@ def gather_from_workers(value: int) -> list[int]:
     """`value` from every replica of every worker; just [value] without multi-worker."""
     if _started is None or _started.kind != "multi_worker":
         return [value]
-    import tensorflow as tf
+    import tensorflow as tf  # on call: prepare and `tlcli report` import this module without it
 
     strategy = _started.strategy
 
@@ -146,7 +146,7 @@ def describe() -> dict[str, Any]:
 
 
 def _create(run: RunConfig) -> Started:
-    import tensorflow as tf
+    import tensorflow as tf  # on call: prepare and `tlcli report` import this module without it
 
     key = (run.distribution, run.tpu)
     kind = run.distribution
@@ -164,14 +164,14 @@ def _create(run: RunConfig) -> Started:
 
 def _local_devices() -> list[str]:
     """Every GPU; without one, every logical CPU device (MirroredStrategy would take one CPU)."""
-    import tensorflow as tf
+    import tensorflow as tf  # on call: prepare and `tlcli report` import this module without it
 
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return [device.name for device in devices]
 
 
 def _multi_worker(key: tuple[str, str | None]) -> Started:
-    import tensorflow as tf
+    import tensorflow as tf  # on call: prepare and `tlcli report` import this module without it
 
     from tlcli.runtime import keras_patches
 
@@ -191,7 +191,7 @@ def _multi_worker(key: tuple[str, str | None]) -> Started:
 
 
 def _tpu(key: tuple[str, str | None], address: str | None) -> Started:
-    import tensorflow as tf
+    import tensorflow as tf  # on call: prepare and `tlcli report` import this module without it
 
     where = address or os.environ.get("TPU_NAME")
     try:

@@ -65,13 +65,14 @@ def install_multi_worker_fixes() -> None:
         return
     missing = missing_private_names()
     if missing:
-        import keras
+        import keras  # on call: only multi-worker training patches Keras
 
         raise RunError(
             f"run.distribution: multi_worker needs Keras internals that Keras {keras.__version__} "
             f"lacks ({', '.join(missing)}); it was tested with {TESTED_WITH}: install that, or "
             "train on one machine"
         )
+    # Keras' private modules on call: only multi-worker training patches them
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
 

@@ -48,7 +48,7 @@ def dtype_policy(setting: str) -> Iterator[str]:
     ...     name
     'mixed_bfloat16'
     """
-    import keras
+    import keras  # on call: the config and run reports import this module without TensorFlow
 
     previous = keras.config.dtype_policy()
     name = policy_name(setting)
@@ -66,7 +66,7 @@ def follow_policy(model, keep_float32: tuple[str, ...] = ()) -> None:
     Only the compute dtype changes for a mixed policy: weights stay float32, so this is safe on a
     built (or loaded) model. Call it before `compile()`, which decides on loss scaling.
     """
-    import keras
+    import keras  # on call: the config and run reports import this module without TensorFlow
 
     policy = keras.config.dtype_policy()
     model.dtype_policy = policy

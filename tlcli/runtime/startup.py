@@ -43,6 +43,7 @@ def import_tensorflow():
     if not _imported:
         quiet_tensorflow_logs()
         if os.environ.get("TLCLI_TF_LOGS") == "1":
+            # the one place TensorFlow starts (quietly): every TF-free path imports this module
             import tensorflow as tf
         else:
             with quiet_stderr():
@@ -95,6 +96,6 @@ def quiet_stderr() -> Iterator[None]:
 
 def set_seed(seed: int) -> None:
     """Python, NumPy and TensorFlow random state, as Keras recommends."""
-    import keras
+    import keras  # on call: every TF-free path imports this module
 
     keras.utils.set_random_seed(seed)

@@ -15,8 +15,8 @@
     metrics.py          accuracy, precision, recall, F1, confusion matrix, calibration error
     plots.py            curves.png, confusion_matrix.png
 
-May import: `tlcli.data`, `tlcli.model`, `tlcli.runtime`, `tlcli.config`, the root
-helpers.
+May import: `tlcli.cache`, `tlcli.data`, `tlcli.model`, `tlcli.runtime`, `tlcli.config`,
+the root helpers.
 
 The modules that train import TensorFlow at the top; this package's own import does not, so
 that `metrics.py`, `plots.py` and `search_conditions.py` serve reports, `compare` and sweeps
@@ -45,7 +45,8 @@ def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import_tensorflow()  # quietly, before the stages import Keras
-    from tlcli.train import evaluation, stages  # TF-free path: reports, compare, sweeps
+    # on first use: `import tlcli.train` (reports, compare, sweeps) loads no TensorFlow
+    from tlcli.train import evaluation, stages
 
     globals().update(
         evaluate=evaluation.evaluate,

@@ -4,10 +4,7 @@
 the metrics with the predicted probabilities, true labels and files behind them, from which
 `tlcli.insight` writes the error report, calibration, model card and report page.
 
->>> from tlcli.cache.cut import cut_at_head, cut_in_base
-from tlcli.cache.evaluate_top import cached_top
-from tlcli.cache.features import exact_cached_features
-from tlcli.config import Config
+>>> from tlcli.config import Config
 >>> cfg = Config.model_validate({"name": "demo", "data": {"train_dir": ".", "test_split": 0.1},
 ...                              "model": {"base": "vgg16"}})
 >>> evaluation_split(cfg)
@@ -23,19 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from tlcli.cache.cut import cut_at_head, cut_in_base
-from tlcli.cache.evaluate_top import cached_top
-from tlcli.cache.features import exact_cached_features
 from tlcli.config import Config
 from tlcli.console import Console
-from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.data.stage_data import DecodedSplit
 from tlcli.errors import DataError
 from tlcli.files import atomic_path, read_json, write_json
-from tlcli.model.tta import has_tta
 from tlcli.rundir import LABELS_FILE, RunDir
 from tlcli.runtime.distribute import is_chief
 from tlcli.train.metrics import calibration_metrics, classification_metrics, metrics_rows
@@ -152,6 +143,15 @@ def predict_split(
     bottom's hash finds the outputs (`exact_cached_features`, not with TTA). Otherwise (None)
     the whole model runs on the images.
     """
+    # Keras here, not at the top: `tlcli report` reads saved evaluations without TensorFlow
+    import keras
+
+    from tlcli.cache.cut import cut_at_head, cut_in_base
+    from tlcli.cache.evaluate_top import cached_top
+    from tlcli.cache.features import exact_cached_features
+    from tlcli.data.pipeline import inputs_only, make_dataset
+    from tlcli.model.tta import has_tta
+
     record = (run.stage_state(stage) or {}).get("cache") or {}
     found = cached_top(
         run.stage_dir(stage), record.get("evaluate", {}), run.model_path(stage), split

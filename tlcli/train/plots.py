@@ -34,7 +34,7 @@ def curves_figure(rows: list[dict[str, str]], title: str):
     []
     """
     plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # after pyplot() has picked the Agg backend
 
     epochs = [int(r["epoch"]) + 1 for r in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -114,6 +114,7 @@ def plot_confusion(metrics: dict, target: Path, title: str) -> None:
 
 def pyplot():
     """matplotlib's pyplot on the Agg backend (files only, no display)."""
+    # on call: the backend must be chosen before pyplot loads, and compare needs no plot
     import matplotlib
 
     matplotlib.use("Agg")

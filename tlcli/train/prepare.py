@@ -15,9 +15,7 @@ import platform
 import sys
 import time
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from tlcli import __version__
 from tlcli.cache.decoded_images import load_stage_data
@@ -52,6 +50,10 @@ def start_tensorflow(cfg: Config) -> None:
 
 def write_run_files(cfg: Config, run: RunDir) -> None:
     """config.yaml (every key resolved) and versions.json."""
+    # here, not at the top: `tlcli report` and `tlcli doctor`'s extra check import this module
+    import keras
+    import tensorflow as tf
+
     run.path.mkdir(parents=True, exist_ok=True)
     write_text(run.path / "config.yaml", cfg.to_yaml())
     versions = {
