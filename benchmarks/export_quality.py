@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", default=["hymenoptera"])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--unfreeze-epochs", type=int, default=0, help="0: finetune only")
-    parser.add_argument("--scale-floor", type=float, help="override head_search.SCALE_FLOOR")
+    parser.add_argument("--scale-floor", type=float, help="override head_search_math.SCALE_FLOOR")
     parser.add_argument("--workdir", type=Path, help="keep runs here (default: a temp folder)")
 
 
@@ -253,12 +253,12 @@ def run(args: argparse.Namespace) -> dict:
     else:
         need_shared(SHARED_WEIGHTS)
     if args.scale_floor is not None:
-        import tlcli.train.head_search as head_search
+        import tlcli.train.head_search_math as head_search_math
 
-        head_search.SCALE_FLOOR = args.scale_floor
-    from tlcli.train import head_search
+        head_search_math.SCALE_FLOOR = args.scale_floor
+    from tlcli.train import head_search_math
 
-    results = {"scale_floor": head_search.SCALE_FLOOR, "datasets": []}
+    results = {"scale_floor": head_search_math.SCALE_FLOOR, "datasets": []}
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def test_cached_training_gives_the_uncached_model(image_folder, write_config, cl
     _check_evaluate_uses_exact_cache(cli, write_config, cached, runs / cached["name"])
 
 
-def test_evaluate_with_flip_tta_runs_the_top_on_the_cached_image_and_mirror_outputs(
+def test_evaluate_with_mirror_tta_runs_the_top_on_the_cached_image_and_mirror_outputs(
     image_folder, write_config, cli
 ):
     """A cached stage saved with flip TTA caches the mirror images' outputs of the split

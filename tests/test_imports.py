@@ -102,7 +102,7 @@ def test_the_light_modules_load_no_tensorflow():
     probe = (
         "import sys\n"
         "import tlcli.train, tlcli.train.metrics, tlcli.train.plots\n"
-        "import tlcli.train.search_conditions\n"
+        "import tlcli.train.head_search_conditions\n"
         "import tlcli.train.prepare, tlcli.train.evaluation, tlcli.cache.store, tlcli.cache.rows\n"
         "import tlcli.cache.decoded_images\n"
         "loaded = {'tensorflow', 'keras'} & set(sys.modules)\n"

@@ -162,13 +162,13 @@ def _mirror_sensitive_model(size: int = 32):
     import keras
 
     from tlcli.model.network import assemble
-    from tlcli.model.tta import with_flip_tta
+    from tlcli.model.tta import with_mirror_tta
 
     chain = [
         keras.layers.Flatten(name="head_pool"),
         keras.layers.Dense(3, activation="softmax", name="predictions", dtype="float32"),
     ]
-    model = with_flip_tta(assemble(chain, (size, size), base_training=False))
+    model = with_mirror_tta(assemble(chain, (size, size), base_training=False))
     side = np.where(np.arange(size) < size // 2, 1.0, -1.0) / (size * size / 2 * 3 * 255)
     per_input = np.broadcast_to(side[None, :, None], (size, size, 3)).reshape(-1)
     kernel = per_input[:, None] * np.array([40.0, 0.0, -36.0])
@@ -176,7 +176,7 @@ def _mirror_sensitive_model(size: int = 32):
     return model
 
 
-def test_calibrating_a_model_with_flip_tta_keeps_every_top_class(trained_run, tmp_path, cli):
+def test_calibrating_a_model_with_mirror_tta_keeps_every_top_class(trained_run, tmp_path, cli):
     """The temperature follows the mean of the image's and the mirror's predictions: dividing
     each branch's logits instead changes the top class of some images."""
     from tlcli.model.output_layer import scale_logits

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, config_dict, make_image_folder, words
 
-from tlcli.model.tta import with_flip_tta
+from tlcli.model.tta import with_mirror_tta
 from tlcli.serve.onnx_model import write_onnx
 from tlcli.serve.parity import compare, tolerance
 from tlcli.serve.predictor import load_predictor
@@ -37,7 +37,7 @@ def test_a_network_with_test_time_augmentation_and_a_temperature_converts(tmp_pa
     size, labels = 16, ["ant", "bee", "wasp"]
     keras.utils.set_random_seed(0)  # weights whose answers differ between an image and its mirror
     classifier = _classifier(size, len(labels), temperature=1.7)
-    model = with_flip_tta(classifier)  # tlcli's own test-time augmentation
+    model = with_mirror_tta(classifier)  # tlcli's own test-time augmentation
     pixels = np.random.default_rng(0).integers(0, 256, (6, size, size, 3)).astype(np.float32)
     expected = model.predict(pixels, verbose=0)
     plain = classifier.predict(pixels, verbose=0)

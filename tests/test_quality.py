@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import config_dict, make_image_folder, words
 
-from tlcli.train import head_search
-from tlcli.train.search_conditions import FOLDS
+from tlcli.train import head_search_math
+from tlcli.train.head_search_conditions import FOLDS
 
 
 def _weights(run, stage: str) -> list[np.ndarray]:
@@ -60,9 +60,9 @@ def test_search_follows_values_never_whether_a_key_was_written(data, write_confi
     assert not (runs["off"] / "finetune" / "search.json").exists()
 
     chosen = _state(runs["auto"], "finetune")["search"]
-    assert chosen["lambda"] in head_search.LAMBDAS
+    assert chosen["lambda"] in head_search_math.LAMBDAS
     searched = json.loads((runs["auto"] / "finetune" / "search.json").read_text())
-    assert len(searched["candidates"]) == 2 * len(head_search.LAMBDAS)  # with mirror images
+    assert len(searched["candidates"]) == 2 * len(head_search_math.LAMBDAS)  # with mirror images
     off = _weights(runs["off"], "finetune")
     assert not np.array_equal(auto[-1], off[-1]), "the searched head is another head"
 
@@ -72,7 +72,7 @@ def test_a_search_that_finds_nothing_better_keeps_the_head_as_configured(
 ):
     """Only a useless candidate (an L2 so strong the head learns nothing): the head as
     configured, scored on the same folds, wins, and the stage trains it as `search: off` does."""
-    monkeypatch.setattr(head_search, "LAMBDAS", (1e6,))
+    monkeypatch.setattr(head_search_math, "LAMBDAS", (1e6,))
     head = {"dense": [], "dropout": 0.2}
     runs = {}
     for name, finetune in {"plain-off": {"search": "off"}, "plain-auto": {}}.items():
@@ -103,10 +103,12 @@ def test_the_baseline_is_scored_on_the_same_folds():
         seen.append(len(held))
         return np.eye(3)[y[held]]
 
-    perfect = head_search.search(x, y, None, 3, seed=0, baseline=oracle)
+    perfect = head_search_math.search(x, y, None, 3, seed=0, baseline=oracle)
     assert sum(seen) == 60 and len(seen) == FOLDS
     assert perfect.baseline_cv_accuracy == 1.0 and not perfect.beats_baseline
-    chance = head_search.search(x, y, None, 3, seed=0, baseline=lambda f, h: np.ones((len(h), 3)))
+    chance = head_search_math.search(
+        x, y, None, 3, seed=0, baseline=lambda f, h: np.ones((len(h), 3))
+    )
     assert chance.beats_baseline
 
 
@@ -158,8 +160,8 @@ def test_the_search_takes_mirror_images_only_where_they_help():
     x = (centres[y] + rng.normal(0, 1.0, (90, 16))).astype(np.float32)
     mirror_like = (centres[y] + rng.normal(0, 1.0, (90, 16))).astype(np.float32)
     noise = rng.normal(0, 3.0, (90, 16)).astype(np.float32)
-    assert head_search.search(x, y, mirror_like, 3, seed=0).flip
-    assert not head_search.search(x, y, noise, 3, seed=0).flip
+    assert head_search_math.search(x, y, mirror_like, 3, seed=0).mirror
+    assert not head_search_math.search(x, y, noise, 3, seed=0).mirror
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
-"""The per-epoch backup file: the whole training state, and backups of older versions."""
+"""The per-epoch backup file: the whole training state, and nothing else loads as one."""
 
 from __future__ import annotations
 
-import h5py
 import keras
 import numpy as np
+import pytest
 
-from tlcli.train.training_state import RANDOM_STATES, load_state, save_state
+from tlcli.train.training_state import load_state, save_state
 
 
 def _trained_model() -> keras.Model:
@@ -34,17 +34,13 @@ def test_backup_restores_weights_optimizer_and_random_states(tmp_path):
         np.testing.assert_array_equal(before, after)
 
 
-def test_a_backup_written_by_save_weights_still_loads(tmp_path):
-    """Backups of tlcli before the one-go format: Keras' save_weights plus random states."""
+def test_a_file_of_another_format_is_refused_by_name(tmp_path):
+    """A Keras weights file is no backup: loading it says so, and changes nothing."""
     model = _trained_model()
     saved = _state(model)
     path = tmp_path / "epoch-00001.weights.h5"
     model.save_weights(path)
-    weights = {id(w) for w in model.weights}
-    states = [np.array(v) for v in model.variables if id(v) not in weights]
-    with h5py.File(path, "a") as backup:
-        backup.create_dataset(RANDOM_STATES, data=np.stack(states))
-    model.fit(np.random.rand(16, 4), np.random.rand(16, 2), epochs=1, verbose=0)
-    load_state(model, path)
+    with pytest.raises(ValueError, match="not a training-state backup"):
+        load_state(model, path)
     for before, after in zip(saved, _state(model), strict=True):
         np.testing.assert_array_equal(before, after)

@@ -86,10 +86,8 @@ def decode_image(path: Path, size: tuple[int, int]) -> DecodedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 notes = _format_notes(path, image)
-                # Full resolution, then the bilinear resize Keras' loaders use. JPEG draft mode
-                # (decoding at 1/2, 1/4 or 1/8 scale) would be 2x faster on large photos but
-                # smooths what the resize then samples: at 160 px on real photos it cost 0.8
-                # points of accuracy with frozen MobileNetV2 features (mean of 20 seeds).
+                # Full resolution, then the bilinear resize Keras' loaders use: JPEG draft mode
+                # would cost accuracy (docs/notes-from-code.md).
                 image.load()
                 pixels = _to_rgb(image, size, notes)
     except FileNotFoundError:

@@ -117,10 +117,8 @@ def make_dataset(
 
 def _options() -> tf.data.Options:
     options = tf.data.Options()
-    # Autotuning off. Its model thread sleeps between optimisations for a period that doubles
-    # up to a minute, and destroying the iterator waits out that sleep (TensorFlow 2.21): at
-    # the end of a stage's fit() the process sat idle for up to 27 s, a third of an unfrozen
-    # stage's time in benchmark run E. Gathering rows of the decoded cache needs no tuning.
+    # Autotuning off: destroying the iterator waits out its model thread's sleep, idle time at
+    # the end of every fit() (docs/notes-from-code.md); gathering cached rows needs no tuning.
     options.autotune.enabled = False
     # Under a multi-worker strategy every worker runs this same pipeline (same seed, same
     # order) and keeps its share of each global batch: DATA sharding. There are no files to

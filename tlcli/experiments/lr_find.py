@@ -35,10 +35,10 @@ from tlcli.model.optimizers import compile_for_stage
 from tlcli.rundir import TARGET_STAGES, RunDir, check_stage_name
 from tlcli.train.core import stage_datasets, training_inputs
 from tlcli.train.evaluation import check_labels
+from tlcli.train.head_search_stage import search_plan
 from tlcli.train.job import StageJob
 from tlcli.train.plots import pyplot, save_figure
 from tlcli.train.prepare import start_stage_work
-from tlcli.train.searched_head import search_plan
 from tlcli.train.stages import finetune_model, unfreeze_model
 
 DIVERGED = 4.0  # stop once the running average of the loss exceeds this many times its minimum
@@ -75,8 +75,8 @@ def lr_find(
     if steps < 10:
         raise ConfigError(f"steps {steps}: the range test needs at least 10 steps")
     started = time.perf_counter()
-    model, train_ds, settings, searched = _stage_inputs(cfg, stage, console)
-    rates, losses = _range_test(model, train_ds, settings, start, end, steps)
+    model, train_ds, stage_cfg, searched = _stage_inputs(cfg, stage, console)
+    rates, losses = _range_test(model, train_ds, stage_cfg, start, end, steps)
     smoothed = smooth(np.asarray(rates), np.asarray(losses))
     suggestion = suggest(rates, losses, rule)
     folder = RunDir(cfg.run_dir).path / "lr_find"
@@ -104,10 +104,10 @@ def lr_find(
 
 def _stage_inputs(cfg: Config, stage: str, console: Console):
     """What the stage would train, on what: the model (or its top on cached features), its
-    settings, and whether the finetune head search would fit the head instead."""
+    config section, and whether the finetune head search would fit the head instead."""
     run = RunDir(cfg.run_dir)
-    settings = getattr(cfg, stage)
-    if settings is None:
+    stage_cfg = getattr(cfg, stage)
+    if stage_cfg is None:
         raise ConfigError(f"{cfg.source}: {stage}: the config has no {stage} section")
     data = start_stage_work(cfg, run, stage, console, write_run_files_too=False)
     if stage == "unfreeze":
@@ -116,18 +116,18 @@ def _stage_inputs(cfg: Config, stage: str, console: Console):
         model = unfreeze_model(cfg, run, console)
     else:
         model = finetune_model(cfg, run, data.num_classes, console)
-    job = StageJob(cfg, run, stage, data, cfg.data, settings, console)
+    job = StageJob(cfg, run, stage, data, cfg.data, stage_cfg, console)
     inputs = training_inputs(job, model)
     train, _ = stage_datasets(job, inputs)
     # quietly: why the search would not run is the stage's to say
     searched = stage == "finetune" and search_plan(replace(job, console=Console(True)), inputs)
-    return inputs.model, train, settings, bool(searched)
+    return inputs.model, train, stage_cfg, bool(searched)
 
 
-def _range_test(model, train, settings, start: float, end: float, steps: int):
+def _range_test(model, train, stage_cfg, start: float, end: float, steps: int):
     """Train `steps` batches at exponentially rising rates; (rates, losses) of each step."""
     # The rate is set before each step: the stage's own schedule would fight it.
-    compile_for_stage(model, settings.model_copy(update={"schedule": ScheduleConfig()}), steps)
+    compile_for_stage(model, stage_cfg.model_copy(update={"schedule": ScheduleConfig()}), steps)
     growth = (end / start) ** (1 / (steps - 1))
     recorder = _Recorder(start, growth)
     model.fit(

@@ -36,12 +36,12 @@ from tlcli.files import write_json, write_text
 from tlcli.rundir import SWEEP_RECORD, Mode, RunDir
 from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.evaluation import evaluate
-from tlcli.train.search_conditions import BASELINE_KEYS, search_blocker
+from tlcli.train.head_search_conditions import BASELINE_KEYS, search_blocker
 
 # What the finetune head search (finetune.search: auto) decides itself: sweeping these moves
 # only the head as configured, which the search keeps only when no candidate beats it.
 SEARCH_DECIDES = ("model.head.dropout", *(f"finetune.{key}" for key in BASELINE_KEYS))
-# Keys whose *values* can switch the search off in a trial (search_conditions.search_blocker).
+# Keys whose *values* can switch the search off in a trial (search_blocker).
 SEARCH_SWITCHES = (
     "finetune.search", "model.head.dense", "data.augment", "finetune.cache",
     "finetune.cache_views",

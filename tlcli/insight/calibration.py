@@ -41,7 +41,7 @@ from tlcli.runtime.distribute import is_chief
 from tlcli.runtime.startup import import_tensorflow
 from tlcli.serve.predictor import load_keras_model
 from tlcli.train.evaluation import check_labels
-from tlcli.train.metrics import ECE_BINS, calibration_metrics
+from tlcli.train.metrics import ECE_BINS, calibration_metrics, confidence_bins
 from tlcli.train.plots import pyplot, save_figure
 from tlcli.train.prepare import start_stage_work
 
@@ -173,7 +173,7 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0, 1, ECE_BINS + 1)
-    which = np.clip(np.ceil(confidence * ECE_BINS).astype(int) - 1, 0, ECE_BINS - 1)
+    which = confidence_bins(confidence)
     counts = np.bincount(which, minlength=ECE_BINS)
     accuracy = np.bincount(which, weights=correct, minlength=ECE_BINS) / np.maximum(counts, 1)
     plt = pyplot()

@@ -69,12 +69,17 @@ def make_optimizer(
 
 
 def compile_for_stage(
-    model: keras.Model, stage: TrainStage, steps_per_epoch: int, jit_compile: bool | str = "auto"
+    model: keras.Model,
+    stage_cfg: TrainStage,
+    steps_per_epoch: int,
+    jit_compile: bool | str = "auto",
 ) -> None:
     """A fresh optimizer, the loss (with label smoothing) and accuracy."""
     model.compile(
-        optimizer=make_optimizer(stage.optimizer, stage.schedule, steps_per_epoch, stage.epochs),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=stage.label_smoothing),
+        optimizer=make_optimizer(
+            stage_cfg.optimizer, stage_cfg.schedule, steps_per_epoch, stage_cfg.epochs
+        ),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=stage_cfg.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )

@@ -25,7 +25,7 @@ functional graph (`keras.ops.log`), which model.keras saves and loads like a lay
 >>> plain = build_classifier(
 ...     build_base("vgg16", (32, 32), None), 3, HeadConfig(), "avg", "vgg16", base_training=False
 ... )
->>> wrapped = with_flip_tta(plain)
+>>> wrapped = with_mirror_tta(plain)
 >>> has_tta(wrapped), has_tta(plain), len(wrapped.weights) - len(plain.weights)
 (True, False, 1)
 >>> image = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
@@ -82,7 +82,7 @@ def mirrored(model: keras.Model, name: str = "mirrored") -> keras.Model:
     return keras.Model(inputs, model(x), name=name)
 
 
-def with_flip_tta(model: keras.Model, temperature: float = 1.0) -> keras.Model:
+def with_mirror_tta(model: keras.Model, temperature: float = 1.0) -> keras.Model:
     """The classifier `model` (a chain from `assemble`) predicting the mean over the image and
     its mirror; with a `temperature` other than 1, softmax(log mean / temperature)."""
     inputs = keras.Input(model.input_shape[1:], name="image")
@@ -111,7 +111,7 @@ def tta_temperature(model: keras.Model) -> float:
 
 def rewrapped(model: keras.Model, temperature: float) -> keras.Model:
     """A wrapped model again, over the same layers, with `temperature` after its mean."""
-    return with_flip_tta(without_tta(model, base_training=False), temperature)
+    return with_mirror_tta(without_tta(model, base_training=False), temperature)
 
 
 def has_tta(model: keras.Model) -> bool:

@@ -7,9 +7,10 @@
     record.py           a stage's bookkeeping: stage.json, labels, curves
     fitting.py          Keras fit with per-epoch atomic backups, so a killed stage resumes
     training_state.py   a training model's whole state in one file: the per-epoch backup
-    search_conditions.py  whether finetune searches its head (no TensorFlow: sweeps ask it)
-    head_search.py      fit many heads on cached features, choose one by k-fold (the math)
-    searched_head.py    the finetune stage with `search: auto`: mirror features, search, record
+    head_search_conditions.py  whether finetune searches its head (no TensorFlow: sweeps ask it)
+    head_search_math.py   fit many heads on cached features, choose one by k-fold
+    head_search_stage.py  finetune with `search: auto`: mirror features, search, record
+    tta_choice.py       whether a stage saves mirror TTA inside its model (model.tta)
     weight_mix.py       unfreeze ends with the best finetune/unfreeze weight mix on validation
     evaluation.py       the evaluate stage
     metrics.py          accuracy, precision, recall, F1, confusion matrix, calibration error
@@ -19,8 +20,8 @@ May import: `tlcli.cache`, `tlcli.data`, `tlcli.model`, `tlcli.runtime`, `tlcli.
 the root helpers.
 
 The modules that train import TensorFlow at the top; this package's own import does not, so
-that `metrics.py`, `plots.py` and `search_conditions.py` serve reports, `compare` and sweeps
-without it. The stage functions load on first use:
+that `metrics.py`, `plots.py` and `head_search_conditions.py` serve reports, `compare` and
+sweeps without it. The stage functions load on first use:
 
 >>> from tlcli import train
 >>> sorted(name for name in train.__all__)

@@ -7,8 +7,8 @@
     fit_stage                                Keras fit with per-epoch backups (resumable);
                                              unfreeze then keeps the best weight mix with
                                              finetune (weight_mix.py)
-      or the head search                     finetune with `search: auto` (searched_head.py)
-    save                                     the whole model.keras (with flip TTA inside when
+      or the head search                     finetune with `search: auto` (head_search_stage.py)
+    save                                     the whole model.keras (with mirror TTA inside when
                                              the stage uses it), atomically
     end_stage                                labels, curves, stage.json "finished", no backup
 
@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from tlcli.cache.evaluate_top import keep_top_for_evaluate
 from tlcli.cache.features import cached_features
@@ -27,33 +29,35 @@ from tlcli.console import plural, shown_path
 from tlcli.data.pipeline import EpochBatches, balanced_class_weights, make_dataset, steps_per_epoch
 from tlcli.files import atomic_path
 from tlcli.model.optimizers import compile_for_stage
-from tlcli.model.tta import with_flip_tta
+from tlcli.model.tta import with_mirror_tta
 from tlcli.rundir import TARGET_STAGES, RunDir
 from tlcli.runtime.distribute import is_chief, is_multi_worker, wait_for_workers, write_path
 from tlcli.runtime.scope import describe_runtime, model_scope, runtime_line
 from tlcli.train.evaluation import evaluation_split
 from tlcli.train.fitting import fit_stage
-from tlcli.train.job import StageJob, StageResult, TrainingInputs
+from tlcli.train.head_search_stage import fit_head_by_search, mirror_outputs, search_plan
+from tlcli.train.job import FitOutcome, StageJob, StageResult, TrainingInputs
 from tlcli.train.record import begin_stage, end_stage
-from tlcli.train.searched_head import fit_head_by_search, mirror_outputs, search_plan
+from tlcli.train.tta_choice import stage_saves_tta
 from tlcli.train.weight_mix import mix_with_finetune
 
 
 def train_and_save(job: StageJob, model) -> StageResult:
     """Train (the head search, or fit on cached frozen outputs when that pays), save the whole
-    model, with flip test-time augmentation inside when the stage uses it."""
+    model, with mirror test-time augmentation inside when the stage uses it."""
     inputs = training_inputs(job, model)
     search = search_plan(job, inputs) if job.name == "finetune" else None
-    fit = None if search else fit_as_configured(job, model, inputs)
+    # compiled and its datasets built before the stage begins (and only then fitted)
+    prepared = None if search else prepare_fit(job, inputs)
     if is_chief():
         begin_stage(job.run, job.name, job.cfg)
     runtime = describe_runtime(job.cfg.run, inputs.model)
     job.console.info(runtime_line(runtime))
     found = fit_head_by_search(job, model, inputs, search) if search else None
-    if search and found is None:  # no candidate beat the head as configured: train that
-        fit = fit_as_configured(job, model, inputs)
-    outcome, tta = found or fit()
-    saved = with_flip_tta(model) if tta else model
+    if found is None and prepared is None:  # no candidate beat the head as configured
+        prepared = prepare_fit(job, inputs)
+    outcome, tta = found or fit_as_configured(job, model, inputs, prepared)
+    saved = with_mirror_tta(model) if tta else model
     # Every worker saves (a save may read variables across workers); the chief's is the run's.
     with atomic_path(write_path(job.run.model_path(job.name))) as tmp:
         saved.save(tmp)
@@ -79,30 +83,37 @@ def train_and_save(job: StageJob, model) -> StageResult:
     )  # fmt: skip
 
 
-def fit_as_configured(job: StageJob, model, inputs: TrainingInputs):
-    """Compile and build the datasets now; returns fit() -> (outcome, TTA on?) to call once the
-    stage has begun. Unfreeze ends with the best finetune/unfreeze weight mix."""
+@dataclass
+class PreparedFit:
+    """What `fit_as_configured` trains with, prepared before the stage begins."""
+
+    train: EpochBatches
+    val_ds: Any  # tf.data.Dataset, or None without a validation split
+
+
+def prepare_fit(job: StageJob, inputs: TrainingInputs) -> PreparedFit:
+    """Compile the model the stage trains and build its datasets."""
     steps = steps_per_epoch(len(job.data.splits["train"]), job.data_cfg.batch_size)
     with model_scope(job.cfg.run):
-        compile_for_stage(inputs.model, job.settings, steps, job.cfg.run.jit_compile)
-    train, val_ds = stage_datasets(job, inputs)
-    tta_setting = job.cfg.model.tta
-    tta = job.name in TARGET_STAGES and (
-        tta_setting == "flip"
-        or (job.name == "unfreeze" and tta_setting == "auto" and finetune_has_tta(job.run))
-    )
+        compile_for_stage(inputs.model, job.stage_cfg, steps, job.cfg.run.jit_compile)
+    return PreparedFit(*stage_datasets(job, inputs))
 
-    def fit():
-        outcome = fit_stage(
-            inputs.model, train, val_ds, job.settings, write_path(job.stage_dir),
-            job.console.keras_verbose, resume_from=job.stage_dir / "backup",
-            extra_callbacks=job.callbacks,
-        )  # fmt: skip
-        if job.name == "unfreeze":
-            outcome = mix_with_finetune(job, model, outcome, tta)
-        return outcome, tta
 
-    return fit
+def fit_as_configured(
+    job: StageJob, model, inputs: TrainingInputs, prepared: PreparedFit
+) -> tuple[FitOutcome, bool]:
+    """Fit for the stage's epochs (resuming from its backups); (outcome, TTA on?). Unfreeze
+    ends with the best finetune/unfreeze weight mix."""
+    finetune_saved_tta = job.name == "unfreeze" and finetune_has_tta(job.run)
+    tta = stage_saves_tta(job.cfg.model.tta, job.name, finetune_saved_tta=finetune_saved_tta)
+    outcome = fit_stage(
+        inputs.model, prepared.train, prepared.val_ds, job.stage_cfg, write_path(job.stage_dir),
+        job.console.keras_verbose, resume_from=job.stage_dir / "backup",
+        extra_callbacks=job.callbacks,
+    )  # fmt: skip
+    if job.name == "unfreeze":
+        outcome = mix_with_finetune(job, model, outcome, tta)
+    return outcome, tta
 
 
 def finetune_has_tta(run: RunDir) -> bool:
@@ -122,8 +133,8 @@ def training_inputs(job: StageJob, model) -> TrainingInputs:
         return plain
     with model_scope(job.cfg.run):  # the split models train and predict under the run's strategy
         plan = plan_cache(
-            job.name, model, job.settings, job.data_cfg, job.data, job.cfg.cache_path,
-            needed=getattr(job.settings, "search", "off") == "auto",
+            job.name, model, job.stage_cfg, job.data_cfg, job.data, job.cfg.cache_path,
+            needed=getattr(job.stage_cfg, "search", "off") == "auto",
         )  # fmt: skip
     job.console.info(plan.reason)
     if plan.cut is None:

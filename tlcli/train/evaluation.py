@@ -137,7 +137,7 @@ def predict_split(
 
     After a cached stage, the frozen bottom's outputs on `split` are in the cache, exact (no
     augmentation): only the top runs on them, the same predictions as the whole model up to
-    float rounding. Right after the stage its saved top is enough (`cached_top`; with flip TTA
+    float rounding. Right after the stage its saved top is enough (`cached_top`; with mirror TTA
     inside, the stage cached the mirror images' outputs too, and the top's predictions on both
     are averaged); later (say, model.keras calibrated since), the whole model is loaded and its
     bottom's hash finds the outputs (`exact_cached_features`, not with TTA). Otherwise (None)
@@ -173,7 +173,7 @@ def predict_split(
         found, cut = (network_cut.top, [features]), network_cut.at
     top, outputs = found
     probabilities = []
-    for features in outputs:  # with flip TTA: the image's, then its mirror image's
+    for features in outputs:  # with mirror TTA: the image's, then its mirror image's
         cached = dataclasses.replace(split, array=features, rows=np.arange(len(split)))
         dataset = make_dataset(cached, num_classes, cfg.data.batch_size)
         probabilities.append(np.asarray(top.predict(inputs_only(dataset), verbose=0), np.float32))

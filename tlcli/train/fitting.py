@@ -211,7 +211,7 @@ def fit_stage(
     model: keras.Model,
     train: EpochBatches,
     val_ds,
-    stage: TrainStage,
+    stage_cfg: TrainStage,
     stage_dir: Path,
     verbose: int,
     resume_from: Path | None = None,
@@ -226,9 +226,9 @@ def fit_stage(
     backup_dir = stage_dir / "backup"
     history_csv = stage_dir / "history.csv"
     stage_dir.mkdir(parents=True, exist_ok=True)  # CSVLogger opens history.csv in it
-    early = _early_stopping(stage, val_ds is not None)
+    early = _early_stopping(stage_cfg, val_ds is not None)
     initial_epoch, rows, last_epoch = _resume(
-        model, resume_from or backup_dir, history_csv, early, stage.epochs
+        model, resume_from or backup_dir, history_csv, early, stage_cfg.epochs
     )
     clock = FirstBatchClock()
     backup = EpochBackup(backup_dir, keep=early.kept_backup if early else lambda: None)
@@ -306,8 +306,8 @@ def _resume(
     return initial_epoch, rows, epochs
 
 
-def _early_stopping(stage: TrainStage, has_val: bool) -> ResumableEarlyStopping | None:
-    settings = stage.early_stopping
+def _early_stopping(stage_cfg: TrainStage, has_val: bool) -> ResumableEarlyStopping | None:
+    settings = stage_cfg.early_stopping
     if settings is None or (not has_val and "val_" in settings.monitor):
         return None
     return ResumableEarlyStopping(

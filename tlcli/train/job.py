@@ -25,7 +25,7 @@ class StageJob:
     name: str  # pretrain, finetune or unfreeze
     data: StageData
     data_cfg: DataConfig
-    settings: TrainStage  # the stage's own config section
+    stage_cfg: TrainStage  # the stage's own config section (cfg.finetune, ...)
     console: Console
     callbacks: Sequence[Any] = ()  # the caller's Keras callbacks, passed on to fit()
 

@@ -54,6 +54,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
 ECE_BINS = 15
 
 
+def confidence_bins(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The equal-width bin of each top-1 confidence: bin b holds (b/bins, (b+1)/bins], and a
+    confidence of exactly 0 joins bin 0.
+
+    >>> confidence_bins(np.array([0.0, 0.5, 0.51, 1.0]), bins=2).tolist()
+    [0, 0, 1, 1]
+    """
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+
+
 def calibration_metrics(
     y_true: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS
 ) -> dict:
@@ -62,8 +72,7 @@ def calibration_metrics(
     probabilities = np.asarray(probabilities, np.float64)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == y_true
-    # Bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 joins bin 0.
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     gap = 0.0
     for b in range(bins):
         members = which == b

@@ -28,17 +28,16 @@ from tlcli.console import Console, plural, shown_path
 from tlcli.errors import ConfigError, Remedy
 from tlcli.model.freezing import freeze_base, unfreeze_top
 from tlcli.model.network import FLOAT32_LAYERS, build_classifier, copy_hidden_head, rebuild
-from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
-from tlcli.model.tta import has_tta, without_tta
 from tlcli.model.weights import build_base_with_weights, build_frozen_base
 from tlcli.rundir import STAGES, TARGET_STAGES, Mode, Removed, RunDir
 from tlcli.runtime.precision import follow_policy
 from tlcli.runtime.scope import model_scope
 from tlcli.train.core import format_accuracy, train_and_save
 from tlcli.train.evaluation import check_labels, evaluate
+from tlcli.train.head_search_conditions import search_blocker
 from tlcli.train.job import StageJob, StageResult
 from tlcli.train.prepare import start_stage_work
-from tlcli.train.search_conditions import search_blocker
+from tlcli.train.weight_mix import finetune_as_unfreeze_starts
 
 
 def pretrain(
@@ -149,11 +148,7 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
     """The model the unfreeze stage trains: the finetune model with the top of its base
     trainable (BatchNorm frozen unless unfreeze.train_bn)."""
     with model_scope(cfg.run):
-        model = keras.models.load_model(run.model_path("finetune"), compile=False)
-        if has_tta(model):  # trains without the mirror branch; saved with it again
-            model = without_tta(model, base_training=False)
-        # A calibrated finetune (tlcli.insight.calibration) trains on from its head as trained.
-        restore_output_weights(model, run.stage_dir("finetune") / UNCALIBRATED_FILE)
+        model = finetune_as_unfreeze_starts(run)
         if cfg.unfreeze.train_bn:
             model = rebuild(model, base_training=None)
         # A saved model brings the dtype policy it was trained under; this stage has its own.
@@ -238,16 +233,16 @@ def _skipped(run: RunDir, stage: str, console: Console) -> StageResult:
 
 def _describe(job: StageJob, weights: str) -> str:
     """The banner line: base, weights, classes, split sizes, epochs."""
-    settings: TrainStage = job.settings
+    stage_cfg: TrainStage = job.stage_cfg
     sizes = " / ".join(f"{name} {len(split)}" for name, split in job.data.splits.items())
     weights_name = (
         Path(weights).name
         if weights not in ("imagenet", "none", "pretrain", "finetune")
         else weights
     )
-    work = plural(settings.epochs, "epoch")
+    work = plural(stage_cfg.epochs, "epoch")
     if job.name == "finetune" and not search_blocker(
-        settings, job.cfg.model.head, job.data_cfg.augment.enabled, cached=True
+        stage_cfg, job.cfg.model.head, job.data_cfg.augment.enabled, cached=True
     ):
         work = f"head search (or {work} of the head as configured)"
     return (

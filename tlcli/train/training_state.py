@@ -1,12 +1,10 @@
 """A training model's whole state in one HDF5 file, written in one go: the per-epoch backup.
 
-Keras' `save_weights` walks the model and writes one HDF5 dataset per variable: ~0.35 s per
-epoch for MobileNetV2 with Adam (800 variables, 27 MB), which plain Keras does not pay. Here
-every variable of the model (weights, BatchNorm statistics, random generator states) and of its
-optimizer is converted to NumPy, and those of one dtype go to disk as one flat dataset: the same
-bytes, a few datasets, ~10x faster. Loading assigns them back in the same order, after checking
-that every shape and dtype matches (the same model, built the same way). Files written by
-`save_weights` (backups of older tlcli versions) still load, through `load_weights`.
+Every variable of the model (weights, BatchNorm statistics, random generator states) and of its
+optimizer goes to disk, those of one dtype as one flat dataset, since Keras' `save_weights`
+writes one dataset per variable, a cost per epoch plain Keras does not pay
+(docs/notes-from-code.md). Loading assigns them back in the same order, after checking that
+every shape and dtype matches (the same model, built the same way).
 
 >>> import tempfile
 >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
@@ -30,9 +28,6 @@ import keras
 import numpy as np
 
 STATE_GROUP = "tlcli_state"
-# A backup written by Keras' save_weights (tlcli before 0.x) keeps the random generator states,
-# which save_weights leaves out, in this dataset.
-RANDOM_STATES = "tlcli_random_states"
 
 
 def state_variables(model: keras.Model) -> list:
@@ -60,11 +55,10 @@ def load_state(model: keras.Model, path: Path) -> None:
     _build_optimizer(model)
     with h5py.File(path, "r") as file:
         group = file.get(STATE_GROUP)
-        layout = json.loads(group.attrs["layout"]) if group is not None else None
-        flat = {dtype: group[dtype][()] for dtype in group} if group is not None else {}
-    if layout is None:
-        _load_keras_weights(model, path)
-        return
+        if group is None:
+            raise ValueError(f"{path}: not a training-state backup (no {STATE_GROUP} group)")
+        layout = json.loads(group.attrs["layout"])
+        flat = {dtype: group[dtype][()] for dtype in group}
     variables = state_variables(model)
     expected = [[np.dtype(v.dtype).str, list(v.shape)] for v in variables]
     if expected != layout:
@@ -83,15 +77,3 @@ def _build_optimizer(model: keras.Model) -> None:
     if model.optimizer is not None and not model.optimizer.built:
         with model.distribute_strategy.scope():
             model.optimizer.build(model.trainable_variables)
-
-
-def _load_keras_weights(model: keras.Model, path: Path) -> None:
-    """A backup written by `save_weights`, with the random states tlcli added to it."""
-    model.load_weights(path)
-    with h5py.File(path, "r") as backup:
-        saved = backup[RANDOM_STATES][()] if RANDOM_STATES in backup else []
-    weights = {id(weight) for weight in model.weights}
-    states = [variable for variable in model.variables if id(variable) not in weights]
-    if len(saved) == len(states):  # a backup from before random states were kept: skip them
-        for state, value in zip(states, saved, strict=True):
-            state.assign(value)

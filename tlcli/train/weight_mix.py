@@ -21,31 +21,39 @@ from tlcli.console import plural
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.errors import RunError
 from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
-from tlcli.model.tta import has_tta, with_flip_tta, without_tta
+from tlcli.model.tta import has_tta, with_mirror_tta, without_tta
+from tlcli.rundir import RunDir
 from tlcli.runtime.scope import model_scope
 from tlcli.train.job import FitOutcome, StageJob
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def finetune_as_unfreeze_starts(run: RunDir) -> keras.Model:
+    """The finetune model as unfreeze starts from it (and the weight mix mixes from): without
+    its mirror branch, with its output layer as trained, not as calibrated since. Call it in
+    the stage's model scope."""
+    model = keras.models.load_model(run.model_path("finetune"), compile=False)
+    if has_tta(model):  # trains without the mirror branch; saved with it again
+        model = without_tta(model, base_training=False)
+    restore_output_weights(model, run.stage_dir("finetune") / UNCALIBRATED_FILE)
+    return model
+
+
 def mix_with_finetune(job: StageJob, model, outcome: FitOutcome, tta: bool) -> FitOutcome:
     """Set `model` (the unfreeze network, trained) to the best mix; the outcome says which."""
-    if job.settings.interpolate == "off" or outcome.epochs_done == 0:
+    if job.stage_cfg.interpolate == "off" or outcome.epochs_done == 0:
         return outcome
     if "val" not in job.data.splits:
         job.console.info("weight mix off: no validation split to choose on")
         return outcome
     started = time.perf_counter()
     with model_scope(job.cfg.run):
-        start = keras.models.load_model(job.run.model_path("finetune"), compile=False)
-        if has_tta(start):
-            start = without_tta(start, base_training=False)
-        # Unfreeze started from the head as trained, not as calibrated since: mix from there.
-        restore_output_weights(start, job.run.stage_dir("finetune") / UNCALIBRATED_FILE)
+        start = finetune_as_unfreeze_starts(job.run)
         trained, begin = model.get_weights(), start.get_weights()
         if [w.shape for w in trained] != [w.shape for w in begin]:
             raise RunError(f"{job.run.model_path('finetune')}: not the network unfreeze trained")
-        scored = with_flip_tta(model) if tta else model
+        scored = with_mirror_tta(model) if tta else model
         val = job.data.splits["val"]
         batches = inputs_only(make_dataset(val, job.data.num_classes, job.data_cfg.batch_size))
         accuracies = []

@@ -1,5 +1,5 @@
 """The finetune stage with `finetune.search: auto`: its head found by search on the cached
-features (tlcli.train.head_search) instead of trained for `epochs`.
+features (tlcli.train.head_search_math) instead of trained for `epochs`.
 
 `search_plan` says whether the stage searches (and tells the console why not when it does
 not); `fit_head_by_search` caches the mirror images' features when mirrors may be used, runs the
@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import tlcli.train.head_search as head_search
+import tlcli.train.head_search_math as head_search_math
 from tlcli.cache.mirror import cached_mirror_features
 from tlcli.console import plural
 from tlcli.data.pipeline import balanced_class_weights, steps_per_epoch
@@ -30,8 +30,9 @@ from tlcli.files import write_csv_rows, write_json
 from tlcli.model.optimizers import compile_for_stage
 from tlcli.model.output_layer import output_layer
 from tlcli.runtime.scope import model_scope
+from tlcli.train.head_search_conditions import FOLDS, search_blocker, too_few
 from tlcli.train.job import FitOutcome, StageJob, TrainingInputs
-from tlcli.train.search_conditions import FOLDS, search_blocker, too_few
+from tlcli.train.tta_choice import stage_saves_tta
 
 
 @dataclass
@@ -41,10 +42,10 @@ class SearchPlan:
 
 def search_plan(job: StageJob, inputs: TrainingInputs) -> SearchPlan | None:
     """A plan when the finetune head will be searched for; None (said on the console) if not."""
-    if job.settings.search == "off":
+    if job.stage_cfg.search == "off":
         return None
     blocker = search_blocker(
-        job.settings,
+        job.stage_cfg,
         job.cfg.model.head,
         job.data_cfg.augment.enabled,
         inputs.bottom is not None and inputs.views == 1,
@@ -57,7 +58,10 @@ def search_plan(job: StageJob, inputs: TrainingInputs) -> SearchPlan | None:
     if blocker:
         job.console.info(f"head search off: {blocker}")
         return None
-    return SearchPlan(mirrors=job.cfg.model.tta != "off")
+    # mirror candidates whenever choosing them would put TTA in the saved model
+    return SearchPlan(
+        mirrors=stage_saves_tta(job.cfg.model.tta, "finetune", search_chose_mirror=True)
+    )
 
 
 def fit_head_by_search(
@@ -76,7 +80,7 @@ def fit_head_by_search(
         else None
     )
     train_rows = np.arange(len(inputs.splits["train"]))
-    choice = head_search.search(
+    choice = head_search_math.search(
         x, y, x_mirror, job.data.num_classes, train_rows=train_rows,
         sample_weight_of_class=weights, seed=job.cfg.seed,
         baseline=_configured_head(job, inputs.model, x, y, weights),
@@ -90,16 +94,16 @@ def fit_head_by_search(
         )
         return None
     output_layer(model).set_weights([choice.kernel, choice.bias])
-    tta = job.cfg.model.tta == "flip" or choice.flip
+    tta = stage_saves_tta(job.cfg.model.tta, "finetune", search_chose_mirror=choice.mirror)
     final = _scores(choice, x, x_mirror if tta else None, y, len(train_rows))
     seconds = time.perf_counter() - started
     _record(job, choice, final, seconds)
     job.console.info(
         f"head search: {len(choice.table)} heads x {FOLDS} folds in {seconds:.1f}s; "
-        f"chose L2 {choice.lam:g}{', mirrored images' if choice.flip else ''} "
+        f"chose L2 {choice.lam:g}{', mirrored images' if choice.mirror else ''} "
         f"(cv accuracy {choice.cv_accuracy:.3f})"
     )
-    details = {"search": {"lambda": choice.lam, "mirror": choice.flip,
+    details = {"search": {"lambda": choice.lam, "mirror": choice.mirror,
                           "cv_accuracy": round(choice.cv_accuracy, 4),
                           "configured_head_cv_accuracy": choice.baseline_cv_accuracy}}  # fmt: skip
     return FitOutcome(0, 0, False, seconds, final, details=details), tta
@@ -114,12 +118,12 @@ def _configured_head(job: StageJob, top, x: np.ndarray, y: np.ndarray, class_wei
         batch, classes = job.data_cfg.batch_size, job.data.num_classes
         with model_scope(job.cfg.run):
             head = keras.models.clone_model(top)
-            compile_for_stage(head, job.settings, steps_per_epoch(len(fit_rows), batch), False)
+            compile_for_stage(head, job.stage_cfg, steps_per_epoch(len(fit_rows), batch), False)
         targets = np.eye(classes, dtype=np.float32)[y[fit_rows]]
         data = tf.data.Dataset.from_tensor_slices((x[fit_rows], targets))
         data = data.shuffle(len(fit_rows), seed=job.cfg.seed).batch(batch)
         weights = None if class_weights is None else dict(enumerate(class_weights.tolist()))
-        head.fit(data, epochs=job.settings.epochs, class_weight=weights, shuffle=False, verbose=0)
+        head.fit(data, epochs=job.stage_cfg.epochs, class_weight=weights, shuffle=False, verbose=0)
         return head.predict(x[held], batch_size=1024, verbose=0)
 
     return probabilities
@@ -143,7 +147,7 @@ def mirror_outputs(
 ) -> dict[str, DecodedSplit]:
     """The frozen bottom's outputs for the mirror images of the splits `names` (those the data
     has), cached: for the head search's mirror candidates (train, val), and after a cached stage
-    saved with flip TTA for the split evaluate scores, so that evaluate runs the top alone
+    saved with mirror TTA for the split evaluate scores, so that evaluate runs the top alone
     instead of the whole model twice (image and mirror)."""
     names = tuple(name for name in names if name in job.data.splits)
     if not names:  # e.g. no split to evaluate: nothing to build the mirrored bottom for
@@ -157,7 +161,7 @@ def mirror_outputs(
 
 def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
     """Accuracy and loss on train and val, as fit() logs them."""
-    probs = head_search.predict(choice, x, x_mirror)
+    probs = head_search_math.predict(choice, x, x_mirror)
     picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     final = {}
     for prefix, part in (("", slice(0, n_train)), ("val_", slice(n_train, len(y)))):
@@ -174,7 +178,7 @@ def _record(job: StageJob, choice, final: dict[str, float] | None, seconds: floa
     write_json(
         job.stage_dir / "search.json",
         {
-            "chosen": {"lambda": choice.lam, "mirror": choice.flip,
+            "chosen": {"lambda": choice.lam, "mirror": choice.mirror,
                        "cv_accuracy": choice.cv_accuracy},
             "kept": "search" if final is not None else "the head as configured",
             "configured_head_cv_accuracy": choice.baseline_cv_accuracy,

@@ -20,13 +20,13 @@ MIN_PER_CLASS = FOLDS  # fewer images of a class than folds: no search
 BASELINE_KEYS = ("epochs", "optimizer", "schedule", "label_smoothing", "early_stopping")
 
 
-def search_blocker(settings, head, augmented: bool, cached: bool) -> str | None:
+def search_blocker(stage_cfg, head, augmented: bool, cached: bool) -> str | None:
     """Why the head cannot be searched for (None: it can), in the words of the config.
 
     Only values decide, never whether a key was written: a resolved config.yaml, a sweep
     trial's config and best.yaml search exactly when the run they came from did.
     """
-    if settings.search == "off":
+    if stage_cfg.search == "off":
         return "finetune.search is off"
     if head == "pretrain" or head.dense:
         return "the head has hidden layers (model.head.dense)"

@@ -13,22 +13,22 @@ best on held-out folds:
   standard error of the best;
 - final head: the chosen candidate fitted on the training split only, so validation still
   measures it honestly (and unfreeze's interpolation can choose on it);
-- a baseline (the head as configured, trained for its epochs, tlcli.train.searched_head) can
+- a baseline (the head as configured, trained for its epochs, tlcli.train.head_search_stage) can
   be scored on the same folds: when no candidate beats it, the stage keeps the plain head.
 
 All candidates of one fold train at once as one batched problem (`fit_softmax`). Features are
 standardised for the fit (better conditioned) and the scaling is folded into the Dense kernel
 and bias, so the network is the usual `predictions` layer. No feature is scaled up by more than
 1 / SCALE_FLOOR relative to the features' mean spread (`feature_scale`), so the folded kernel
-holds no rows far larger than the rest, which quantized exports could not represent. Measured
-on two real datasets (README, "Better models by default"): +3.1 (clothing) and +1.8
-(hymenoptera) points test accuracy over the Keras head after finetune.
+holds no rows far larger than the rest, which quantized exports could not represent. What it
+gains, and where its constants come from: docs/notes-from-code.md.
 
 >>> rng = np.random.default_rng(0)
 >>> x = np.concatenate([rng.normal(0, 1, (40, 8)), rng.normal(1.5, 1, (40, 8))]).astype("f4")
 >>> y = np.repeat([0, 1], 40)
 >>> choice = search(x, y, None, 2, folds=4, seed=0)
->>> choice.flip, choice.kernel.shape, float((predict(choice, x, None).argmax(1) == y).mean()) > 0.9
+>>> accuracy = float((predict(choice, x, None).argmax(1) == y).mean())
+>>> choice.mirror, choice.kernel.shape, accuracy > 0.9
 (False, (8, 2), True)
 """
 
@@ -41,14 +41,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from tlcli.train.search_conditions import FOLDS
+from tlcli.train.head_search_conditions import FOLDS
 
 # L2 strength on the standardised features, per example (the loss is the mean cross-entropy
-# plus lambda/2 |W|^2). The measured optima were 1.0 (2 classes, 245 images) and 0.1 (10
-# classes, 3,400 images); the grid spans ten times either way.
+# plus lambda/2 |W|^2): ten times either way of the optima measured on real data.
 LAMBDAS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
 CV_ROWS_LIMIT = 6000  # above this, folds are drawn from a class-stratified sample
-STEPS, RATE = 200, 0.05  # full-batch Adam with cosine decay: converged on both datasets
+STEPS, RATE = 200, 0.05  # full-batch Adam with cosine decay, enough to converge
 SCALE_FLOOR = 0.1  # the smallest standardisation divisor, as a share of the mean feature std
 
 
@@ -56,7 +55,7 @@ SCALE_FLOOR = 0.1  # the smallest standardisation divisor, as a share of the mea
 class HeadChoice:
     kernel: np.ndarray  # (features, classes), standardisation folded in
     bias: np.ndarray
-    flip: bool
+    mirror: bool  # whether the head averages its predictions on the image and its mirror image
     lam: float
     cv_accuracy: float
     table: list[dict] = field(default_factory=list)  # every candidate's CV accuracy
@@ -103,31 +102,31 @@ def search(
             fit_rows, held = rows[fold_of != k], rows[fold_of == k]
             hits += int((baseline(fit_rows, held).argmax(-1) == y[held]).sum())
         baseline_accuracy = round(hits / len(rows), 4)
-    flips = (False, True) if x_mirror is not None else (False,)
+    mirror_options = (False, True) if x_mirror is not None else (False,)
     table, best = [], {}
-    for flip in flips:
+    for mirror in mirror_options:
         correct = np.zeros(len(LAMBDAS))
         for k in range(folds):
             fit_rows, held = rows[fold_of != k], rows[fold_of == k]
-            model = _fit(x, x_mirror, y, fit_rows, num_classes, LAMBDAS, flip,
+            model = _fit(x, x_mirror, y, fit_rows, num_classes, LAMBDAS, mirror,
                          sample_weight_of_class)  # fmt: skip
-            probs = _probabilities(model, x[held], x_mirror[held] if flip else None)
+            probs = _probabilities(model, x[held], x_mirror[held] if mirror else None)
             correct += (probs.argmax(-1) == y[held][None]).sum(1)
         for lam, hits in zip(LAMBDAS, correct, strict=True):
             accuracy = float(hits / len(rows))
-            table.append({"mirror": flip, "lambda": lam, "cv_accuracy": round(accuracy, 4)})
-        best[flip] = _one_standard_error(LAMBDAS, correct / len(rows), len(rows))
-    flip = _choose_mirror(best, len(rows))
-    accuracy, lam = best[flip]
+            table.append({"mirror": mirror, "lambda": lam, "cv_accuracy": round(accuracy, 4)})
+        best[mirror] = _one_standard_error(LAMBDAS, correct / len(rows), len(rows))
+    mirror = _choose_mirror(best, len(rows))
+    accuracy, lam = best[mirror]
     final_rows = np.arange(len(y)) if train_rows is None else train_rows
     # Keep sklearn's convention: the loss weight of the data (C), not lambda, carries over
     # from the fold fits to the final fit on a different number of rows.
     fold_size = len(rows) * (folds - 1) / folds
     final_lam = lam * fold_size / len(final_rows)
-    model = _fit(x, x_mirror, y, final_rows, num_classes, (final_lam,), flip,
+    model = _fit(x, x_mirror, y, final_rows, num_classes, (final_lam,), mirror,
                  sample_weight_of_class)  # fmt: skip
     kernel, bias = _fold_standardisation(model)
-    return HeadChoice(kernel, bias, flip, lam, accuracy, table, baseline_accuracy)
+    return HeadChoice(kernel, bias, mirror, lam, accuracy, table, baseline_accuracy)
 
 
 def _one_standard_error(lambdas, accuracies, rows: int) -> tuple[float, float]:
@@ -155,7 +154,7 @@ def _choose_mirror(best: dict[bool, tuple[float, float]], rows: int) -> bool:
 def predict(choice: HeadChoice, x: np.ndarray, x_mirror: np.ndarray | None) -> np.ndarray:
     """Class probabilities of the chosen head (the mean with the mirror's when it uses them)."""
     probs = _softmax(x @ choice.kernel + choice.bias)
-    if choice.flip and x_mirror is not None:
+    if choice.mirror and x_mirror is not None:
         probs = (probs + _softmax(x_mirror @ choice.kernel + choice.bias)) / 2
     return probs
 
@@ -168,9 +167,9 @@ class _Fitted:
     scale: np.ndarray
 
 
-def _fit(x, x_mirror, y, rows, num_classes, lambdas, flip, class_weight) -> _Fitted:
+def _fit(x, x_mirror, y, rows, num_classes, lambdas, mirror, class_weight) -> _Fitted:
     features, labels = x[rows], y[rows]
-    if flip:
+    if mirror:
         features, labels = np.concatenate([features, x_mirror[rows]]), np.tile(labels, 2)
     features = np.asarray(features, np.float32)
     mean, scale = features.mean(0), feature_scale(features)
