@@ -72,13 +72,10 @@ def sweep(
     """Search the config's `sweep` space with Optuna; every trial is a normal run folder."""
     # imported when the command runs: --help and completion load none of it
     from tlcli.config import load_config
+    from tlcli.experiments.sweep import sweep as run_sweep
 
     extra = [f"sweep.trials={trials}"] if trials is not None else []
     cfg = load_config(config, [*overrides, *extra], params)
-    from tlcli.experiments.sweep import (
-        sweep as run_sweep,
-    )  # after the config: its errors need no TF
-
     mode = training_mode(resume, overwrite)
     console = make_console(quiet)
     run_sweep(cfg, mode, console, storage, workers=workers, write_summary=not helper)
