@@ -17,8 +17,8 @@ from conftest import config_dict, words
 from PIL import Image
 
 from tlcli.data.images import decode_image
-from tlcli.insight.calibration import log_of, tempered
 from tlcli.serve.predictor import load_predictor
+from tlcli.train.calibration import log_of, tempered
 
 CLASSES = ["cross", "disc", "square"]
 

@@ -436,7 +436,7 @@ def _metadata(
             "forced": force and not passed,
             "checks": {name: result.as_dict() for name, result in checks.items()},
         },
-        # The temperature is inside the weights (tlcli.insight.calibration): say so here.
+        # The temperature is inside the weights (tlcli.train.calibration): say so here.
         "calibration": _stage_calibration(reference.path.parent),
         "tlcli": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -161,7 +161,7 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
         if has_tta(model):  # trains without the mirror branch; saved with it again
             model = without_tta(model, base_training=False)
-        # A calibrated finetune (tlcli.insight.calibration) trains on from its head as trained.
+        # A calibrated finetune (tlcli.train.calibration) trains on from its head as trained.
         restore_output_weights(model, run.stage_dir("finetune") / UNCALIBRATED_FILE)
         if cfg.unfreeze.train_bn:
             model = rebuild(model, base_training=None)
@@ -179,8 +179,15 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
 STAGE_FUNCTIONS = {"pretrain": pretrain, "finetune": finetune, "unfreeze": unfreeze}
 
 
-def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> list[StageResult]:
-    """Every stage the config defines, in order, then evaluate each trained target stage."""
+def run_all(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> list[StageResult]:
+    """Every stage the config defines, in order, then evaluate each trained target stage (the
+    reports on them are `tlcli.api.run`'s)."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
     started = run.started_stages()
@@ -199,7 +206,10 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
     if mode == "overwrite":
         _say_removed(console)(run.remove_stages(list(STAGES)))
         mode = "new"
-    results = [STAGE_FUNCTIONS[stage](cfg, mode, console) for stage in cfg.defined_stages()]
+    results = [
+        STAGE_FUNCTIONS[stage](cfg, mode, console, callbacks=callbacks)
+        for stage in cfg.defined_stages()
+    ]
     summary = []
     for result in results:
         if result.stage in TARGET_STAGES:
