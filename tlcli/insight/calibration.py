@@ -14,8 +14,6 @@ import numpy as np
 from tlcli.train.metrics import ECE_BINS
 from tlcli.train.plots import pyplot, save_figure
 
-RELIABILITY_PLOT = "reliability.png"
-
 
 def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path, title: str):
     """Accuracy against confidence per bin, bars sized by how many images fall in each."""

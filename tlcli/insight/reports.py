@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlcli.console import Console
-from tlcli.insight.calibration import RELIABILITY_PLOT, plot_reliability
+from tlcli.insight.calibration import plot_reliability
 from tlcli.insight.errors_report import write_error_report
-from tlcli.insight.model_card import MODEL_CARD, write_model_card
+from tlcli.insight.model_card import write_model_card
 from tlcli.insight.report_html import write_report_page
 from tlcli.insight.run_facts import read_run
-from tlcli.rundir import TARGET_STAGES
+from tlcli.rundir import MODEL_CARD, RELIABILITY_PLOT, REPORT_PAGE, TARGET_STAGES
 from tlcli.runtime.distribute import is_chief
 from tlcli.train.evaluate import load_evaluation
 
@@ -30,7 +30,7 @@ def write_reports(
     `stages` (default: all), then report.html; returns the page's path."""
     console = console or Console()
     if not is_chief():
-        return run_dir / "report.html"
+        return run_dir / REPORT_PAGE
     facts = read_run(run_dir)
     for name in stages or TARGET_STAGES:
         evaluation = load_evaluation(run_dir / name)
@@ -54,7 +54,7 @@ def refresh_pages(run_dir: Path) -> Path:
     """Rewrite the model card of every evaluated stage and report.html from the run folder, for
     what changes them without a new evaluation (the doctor's findings); returns the page."""
     if not is_chief():
-        return run_dir / "report.html"
+        return run_dir / REPORT_PAGE
     facts = read_run(run_dir)
     for stage in facts.target_stages():
         if stage.metrics is not None:

@@ -29,7 +29,6 @@ from tlcli.errors import RunError
 from tlcli.files import atomic_path
 
 OUTPUT_LAYER = "predictions"
-UNCALIBRATED_FILE = "uncalibrated_output.npz"
 
 
 def output_layer(model: keras.Model) -> keras.layers.Dense:

@@ -35,15 +35,14 @@ import numpy as np
 from tlcli.config import Config
 from tlcli.console import Console
 from tlcli.errors import DataError, RunError
-from tlcli.files import atomic_path, write_json
-from tlcli.rundir import RunDir
+from tlcli.files import atomic_path
+from tlcli.rundir import CALIBRATION_RECORD, UNCALIBRATED_FILE, RunDir
 from tlcli.runtime.distribute import is_chief
 from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.evaluate import check_labels
 from tlcli.train.metrics import ECE_BINS, calibration_metrics
 from tlcli.train.prepare import start_stage_work
 
-CALIBRATION_FILE = "calibration.json"
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
@@ -86,7 +85,7 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
     """Fit T on the validation split and write it into the stage's model.keras (see above)."""
     import_tensorflow()
     # Keras after import_tensorflow(), which starts TensorFlow quietly
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, keep_output_weights
+    from tlcli.model.output_layer import keep_output_weights
 
     console = console or Console()
     run = RunDir(cfg.run_dir)
@@ -110,8 +109,9 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
     if is_chief():
         keep_output_weights(model, run.stage_dir(stage) / UNCALIBRATED_FILE)
         _save(with_temperature(model, temperature), run.model_path(stage))
-        write_json(run.stage_dir(stage) / CALIBRATION_FILE, record)
-        _note_in_stage(run, stage, {"temperature": record["temperature"], "fitted_on": "val"})
+        run.write_stage_record(stage, CALIBRATION_RECORD, record)
+        calibration = {"temperature": record["temperature"], "fitted_on": "val"}
+        run.set_stage_fact(stage, "calibration", calibration)
     before, after = record["before"], record["after"]
     console.result(
         f"{stage}: calibrated with temperature {temperature:.3f} (fitted on {len(val)} val "
@@ -124,9 +124,6 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
 def uncalibrate_stage(run_dir: Path, stage: str | None = None, console: Console | None = None):
     """Put the stage's output layer back as trained; a stage never calibrated is left alone."""
     import_tensorflow()
-    # Keras after import_tensorflow(), which starts TensorFlow quietly
-    from tlcli.model.output_layer import UNCALIBRATED_FILE
-
     console = console or Console()
     run = RunDir(run_dir)
     stage = run.trained_stage(stage)
@@ -135,8 +132,8 @@ def uncalibrate_stage(run_dir: Path, stage: str | None = None, console: Console 
         return
     model = _uncalibrated_model(run, stage)
     _save(model, run.model_path(stage))
-    _note_in_stage(run, stage, None)
-    (run.stage_dir(stage) / CALIBRATION_FILE).unlink(missing_ok=True)
+    run.set_stage_fact(stage, "calibration", None)
+    (run.stage_dir(stage) / CALIBRATION_RECORD).unlink(missing_ok=True)
     (run.stage_dir(stage) / UNCALIBRATED_FILE).unlink()
     console.result(f"{stage}: calibration removed, {run.model_path(stage)} is as trained")
 
@@ -160,7 +157,7 @@ def _uncalibrated_model(run: RunDir, stage: str):
     # Keras after import_tensorflow(), which starts TensorFlow quietly
     import keras
 
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+    from tlcli.model.output_layer import restore_output_weights
     from tlcli.model.tta import has_tta, rewrapped, tta_temperature
 
     path = run.model_path(stage)
@@ -185,12 +182,3 @@ def _predict(model, split, num_classes: int, batch_size: int) -> np.ndarray:
 def _save(model, path: Path) -> None:
     with atomic_path(path) as tmp:
         model.save(tmp)
-
-
-def _note_in_stage(run: RunDir, stage: str, calibration: dict | None) -> None:
-    """stage.json's `calibration`: what the model.keras carries (removed when None)."""
-    state = run.stage_state(stage) or {}
-    state.pop("calibration", None)
-    if calibration is not None:
-        state["calibration"] = calibration
-    write_json(run.stage_dir(stage) / "stage.json", state)

@@ -24,7 +24,7 @@ from typing import Any
 from tlcli.config import Config, TrainStage, stage_fingerprint
 from tlcli.console import Console, plural, shown_path
 from tlcli.errors import ConfigError, Remedy
-from tlcli.rundir import STAGES, TARGET_STAGES, Mode, Removed, RunDir
+from tlcli.rundir import STAGES, TARGET_STAGES, UNCALIBRATED_FILE, Mode, Removed, RunDir
 from tlcli.runtime.precision import follow_policy
 from tlcli.runtime.scope import model_scope
 from tlcli.train.core import StageJob, StageResult, format_accuracy, train_and_save
@@ -154,7 +154,7 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
 
     from tlcli.model.freezing import unfreeze_top
     from tlcli.model.network import FLOAT32_LAYERS, rebuild
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+    from tlcli.model.output_layer import restore_output_weights
     from tlcli.model.tta import has_tta, without_tta
 
     with model_scope(cfg.run):
