@@ -1,6 +1,8 @@
 """`tlcli run`, `pretrain`, `finetune`, `unfreeze` and `evaluate` as plain functions: the same
 files in the run folder as the commands, reports and model cards included.
 
+    import keras
+
     from tlcli import api
     from tlcli.config import load_config
 

@@ -110,7 +110,7 @@ def _stage(facts: RunFacts, stage: StageFacts) -> str:
         config = facts.path / CONFIG_FILE
         return (
             f"{head}<p>Trained, not evaluated yet: <code>tlcli evaluate {_e(str(config))} "
-            f"--stage {stage.name}</code> (from Python: <code>tlcli.train.evaluate(cfg, "
+            f"--stage {stage.name}</code> (from Python: <code>tlcli.api.evaluate(cfg, "
             f"'{stage.name}')</code>).</p>{curves}"
         )
     m = stage.metrics
