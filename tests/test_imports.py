@@ -17,8 +17,8 @@ ALLOWED_IN_FUNCTIONS = {
     "tlcli.bases": {"keras"},
     "tlcli.experiments.study": {"optuna"},
     "tlcli.experiments.sweep": {"shared_frozen_bases", "run_trial"},
-    "tlcli.insight.calibration": {
-        "UNCALIBRATED_FILE", "keep_output_weights", "scale_logits", "has_tta", "rewrapped",
+    "tlcli.train.calibration": {
+        "keras", "keep_output_weights", "scale_logits", "has_tta", "rewrapped",
         "restore_output_weights", "tta_temperature", "inputs_only", "make_dataset",
     },
     "tlcli.insight.doctor": {"cleanlab", "scipy", "sklearn"},

@@ -14,8 +14,9 @@ import numpy as np
 from tlcli.cache.features import load_features
 from tlcli.data.stage_data import DecodedSplit
 from tlcli.files import atomic_path
+from tlcli.rundir import CACHED_TOP
 
-TOP_FILE = "cached_top.keras"  # a cached stage's trained top, for evaluate
+TOP_FILE = CACHED_TOP  # a cached stage's trained top, for evaluate
 
 
 def keep_top_for_evaluate(

@@ -10,7 +10,7 @@ instant.
     completion.py  shell completion of config files and `--set` keys (Typer does the rest)
     experiments.py  sweep, compare, lr-find
 
-May import: `tlcli.experiments`, `tlcli.insight`, `tlcli.serve`, `tlcli.train`, `tlcli.cache`,
+May import: `tlcli.api`, `tlcli.experiments`, `tlcli.insight`, `tlcli.serve`, `tlcli.train`,
 `tlcli.data`, `tlcli.runtime`, `tlcli.config`, the root helpers. A command imports what it runs
 when it runs, so that `tlcli --help`, completion and config errors load no TensorFlow.
 """

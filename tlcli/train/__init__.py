@@ -13,6 +13,7 @@
     tta_choice.py       whether a stage saves mirror TTA inside its model (model.tta)
     weight_mix.py       unfreeze ends with the best finetune/unfreeze weight mix on validation
     evaluation.py       the evaluate stage
+    calibration.py      temperature scaling fitted on val, written into the stage's model.keras
     metrics.py          accuracy, precision, recall, F1, confusion matrix, calibration error
     plots.py            curves.png, confusion_matrix.png
 

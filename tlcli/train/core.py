@@ -30,7 +30,7 @@ from tlcli.data.pipeline import EpochBatches, balanced_class_weights, make_datas
 from tlcli.files import atomic_path
 from tlcli.model.optimizers import compile_for_stage
 from tlcli.model.tta import with_mirror_tta
-from tlcli.rundir import TARGET_STAGES, RunDir
+from tlcli.rundir import BACKUP_DIR, TARGET_STAGES, RunDir
 from tlcli.runtime.distribute import is_chief, is_multi_worker, wait_for_workers, write_path
 from tlcli.runtime.scope import describe_runtime, model_scope, runtime_line
 from tlcli.train.evaluation import evaluation_split
@@ -108,7 +108,7 @@ def fit_as_configured(
     tta = stage_saves_tta(job.cfg.model.tta, job.name, finetune_saved_tta=finetune_saved_tta)
     outcome = fit_stage(
         inputs.model, prepared.train, prepared.val_ds, job.stage_cfg, write_path(job.stage_dir),
-        job.console.keras_verbose, resume_from=job.stage_dir / "backup",
+        job.console.keras_verbose, resume_from=job.stage_dir / BACKUP_DIR,
         extra_callbacks=job.callbacks,
     )  # fmt: skip
     if job.name == "unfreeze":

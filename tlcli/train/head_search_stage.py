@@ -29,6 +29,7 @@ from tlcli.data.stage_data import DecodedSplit
 from tlcli.files import write_csv_rows, write_json
 from tlcli.model.optimizers import compile_for_stage
 from tlcli.model.output_layer import output_layer
+from tlcli.rundir import HISTORY_FILE, SEARCH_RECORD
 from tlcli.runtime.scope import model_scope
 from tlcli.train.head_search_conditions import FOLDS, search_blocker, too_few
 from tlcli.train.job import FitOutcome, StageJob, TrainingInputs
@@ -174,9 +175,9 @@ def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
 def _record(job: StageJob, choice, final: dict[str, float] | None, seconds: float) -> None:
     """search.json; history.csv too when the searched head is kept (`final`: its scores)."""
     if final is not None:
-        write_csv_rows(job.stage_dir / "history.csv", [{"epoch": 0, **final}], ["epoch", *final])
+        write_csv_rows(job.stage_dir / HISTORY_FILE, [{"epoch": 0, **final}], ["epoch", *final])
     write_json(
-        job.stage_dir / "search.json",
+        job.stage_dir / SEARCH_RECORD,
         {
             "chosen": {"lambda": choice.lam, "mirror": choice.mirror,
                        "cv_accuracy": choice.cv_accuracy},

@@ -22,8 +22,8 @@ from tlcli.cache.decoded_images import load_stage_data
 from tlcli.config import Config
 from tlcli.console import Console
 from tlcli.data.stage_data import StageData
-from tlcli.files import write_json, write_text
-from tlcli.rundir import LABELS_FILE, RunDir
+from tlcli.files import write_text
+from tlcli.rundir import CONFIG_FILE, DATA_REPORT_FILE, LABELS_FILE, VERSIONS_FILE, RunDir
 from tlcli.runtime.distribute import is_chief, start_distribution, write_path
 from tlcli.runtime.startup import import_tensorflow, set_seed
 
@@ -55,7 +55,7 @@ def write_run_files(cfg: Config, run: RunDir) -> None:
     import tensorflow as tf
 
     run.path.mkdir(parents=True, exist_ok=True)
-    write_text(run.path / "config.yaml", cfg.to_yaml())
+    write_text(run.file(CONFIG_FILE), cfg.to_yaml())
     versions = {
         "tlcli": __version__,
         "python": sys.version.split()[0],
@@ -64,7 +64,7 @@ def write_run_files(cfg: Config, run: RunDir) -> None:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
-    write_json(run.path / "versions.json", versions)
+    run.write_record(VERSIONS_FILE, versions)
 
 
 def load_data(
@@ -91,7 +91,7 @@ def load_data(
     if report["skipped"] or report["converted"]:
         console.warn(
             f"{len(report['skipped'])} file(s) skipped, {len(report['converted'])} converted: "
-            f"see {report_dir / 'data_report.json'}"
+            f"see {report_dir / DATA_REPORT_FILE}"
         )
     for warning in report["warnings"]:
         console.warn(warning)

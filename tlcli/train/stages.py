@@ -165,8 +165,15 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
 STAGE_FUNCTIONS = {"pretrain": pretrain, "finetune": finetune, "unfreeze": unfreeze}
 
 
-def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> list[StageResult]:
-    """Every stage the config defines, in order, then evaluate each trained target stage."""
+def run_all(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> list[StageResult]:
+    """Every stage the config defines, in order, then evaluate each trained target stage (the
+    reports on them are `tlcli.api.run`'s)."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
     started = run.started_stages()
@@ -185,7 +192,10 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
     if mode == "overwrite":
         _say_removed(console)(run.remove_stages(list(STAGES)))
         mode = "new"
-    results = [STAGE_FUNCTIONS[stage](cfg, mode, console) for stage in cfg.defined_stages()]
+    results = [
+        STAGE_FUNCTIONS[stage](cfg, mode, console, callbacks=callbacks)
+        for stage in cfg.defined_stages()
+    ]
     summary = []
     for result in results:
         if result.stage in TARGET_STAGES:

@@ -20,9 +20,9 @@ import numpy as np
 from tlcli.console import plural
 from tlcli.data.pipeline import inputs_only, make_dataset
 from tlcli.errors import RunError
-from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+from tlcli.model.output_layer import restore_output_weights
 from tlcli.model.tta import has_tta, with_mirror_tta, without_tta
-from tlcli.rundir import RunDir
+from tlcli.rundir import UNCALIBRATED_FILE, RunDir
 from tlcli.runtime.scope import model_scope
 from tlcli.train.job import FitOutcome, StageJob
 
