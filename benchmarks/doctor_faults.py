@@ -1,8 +1,7 @@
 """Does `tlcli doctor` find planted faults, and what does it cost against a finetune? One run.
 
-    W=../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
-    python benchmarks/doctor_faults.py --data ../shared/datasets/clothing --weights $W \\
-        --output benchmarks/results/doctor-clothing.json
+    python -m benchmarks doctor-faults                     # clothing, with ants as foreign images
+    python -m benchmarks doctor-faults --synthetic --image-size 64 --epochs 3   # no ../shared
 
 A copy of the dataset is made in a work folder (symlinks to the original files), and faults
 are planted into it, with a fixed seed:
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -44,17 +42,37 @@ import numpy as np
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tlcli.data.images import list_files  # noqa: E402
+from benchmarks.harness import SHARED_DATASETS, SHARED_WEIGHTS, BenchError, need_shared
+from benchmarks.synthetic import make_dataset, make_shapes
+from tlcli.data.images import list_files
 
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 
 
-def main() -> None:
-    args = _parse()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=SHARED_DATASETS / "clothing")
+    parser.add_argument("--foreign", type=Path, default=SHARED_DATASETS / "hymenoptera/val/ants")
+    parser.add_argument("--base", default="mobilenet_v2")
+    parser.add_argument("--weights", default=str(SHARED_WEIGHTS))
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--fraction", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path)
+
+
+def label(args: argparse.Namespace) -> str:
+    return "synthetic" if args.synthetic else args.data.name
+
+
+def run(args: argparse.Namespace) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="doctor-faults-"))
+    if args.synthetic:
+        args.data = make_dataset(work / "source", {"train": 30, "val": 6, "test": 6})
+        args.foreign = make_shapes(work / "foreign", {"all": 10}, classes=("disc",)) / "all/disc"
+        args.weights = "none"
+    else:
+        need_shared(args.data, args.foreign)
     data = work / "data"
     if data.exists():
         shutil.rmtree(data)
@@ -69,7 +87,6 @@ def main() -> None:
     }
     rows = _read_rows(work / "runs" / "faults" / "doctor" / "doctor.csv")
     results = {
-        "settings": {k: str(v) for k, v in vars(args).items()},
         "images": planted["images"],
         "planted": {k: len(v) for k, v in planted.items() if isinstance(v, list)},
         "duplicates": score_duplicates(rows, planted, data),
@@ -81,30 +98,34 @@ def main() -> None:
             "cold_doctor_over_finetune": round(timings["doctor_cold"] / timings["finetune"], 2),
         },
     }
-    text = json.dumps(results, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    print(report(results))
+    print(report(results, args))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
-def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/datasets/clothing")
-    parser.add_argument(
-        "--foreign", type=Path, default=REPO.parent / "shared/datasets/hymenoptera/val/ants"
-    )
-    parser.add_argument("--base", default="mobilenet_v2")
-    parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--fraction", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path)
-    parser.add_argument("--workdir", type=Path)
-    return parser.parse_args()
+def render(records: list[dict]) -> str:
+    """Planted faults found, against the targets, and the doctor's cost against a finetune."""
+    lines = ["| dataset | planted | found | target |", "|---|---|---|---|"]
+    for record in records:
+        r, name = record["results"], record["label"]
+        dup, lab, out, cost = r["duplicates"], r["label_issues"], r["outliers"], r["cost"]
+        lines += [
+            f"| {name} ({r['images']:,} images) | {dup['planted']} near-copies (a third in "
+            f"another split) | {dup['found']} ({dup['recall']:.1%}), "
+            f"{dup['false_pairs_per_1000_images']:.2f} other pairs per 1,000 images "
+            "| >= 95%, <= 1 per 1,000 |",
+            f"| {name} | {lab['planted']} flipped training labels | {lab['found']} of them in "
+            f"the {lab['flagged']} flagged (recall {lab['recall']:.0%}, precision "
+            f"{lab['precision']:.0%}) | >= 60%, >= 50% |",
+            f"| {name} | {out['planted']} foreign images | {out['found']} flagged as outliers, "
+            f"{len(out['other_flagged'])} other files flagged | - |",
+            f"| {name} | cost | doctor {r['seconds']['doctor']:.0f} s after a finetune of "
+            f"{r['seconds']['finetune']:.0f} s (caches shared): "
+            f"**{cost['doctor_over_finetune']:.2f}x**; {r['seconds']['doctor_cold']:.0f} s with "
+            f"nothing cached ({cost['cold_doctor_over_finetune']:.2f}x) | <= 1.5x |",
+        ]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ plant
@@ -213,7 +234,7 @@ def _timed(arguments: list[str], log: Path) -> float:
             check=False,
         )
     if result.returncode not in (0, 1):
-        raise SystemExit(f"tlcli {' '.join(arguments)} failed: see {log}")
+        raise BenchError(f"tlcli {' '.join(arguments)} failed: see {log}")
     return round(time.perf_counter() - started, 2)
 
 
@@ -274,7 +295,7 @@ def _short(path: str, data: Path) -> str:
     return str(Path(path).relative_to(data)) if path.startswith(str(data)) else path
 
 
-def report(results: dict) -> str:
+def report(results: dict, args: argparse.Namespace) -> str:
     dup, lab, out, cost = (
         results["duplicates"],
         results["label_issues"],
@@ -284,9 +305,8 @@ def report(results: dict) -> str:
     seconds = results["seconds"]
     return "\n".join(
         [
-            f"doctor on planted faults: {results['settings']['data']} "
-            f"({results['images']} images, {results['settings']['base']}, "
-            f"{results['settings']['image_size']} px)",
+            f"doctor on planted faults: {args.data} "
+            f"({results['images']} images, {args.base}, {args.image_size} px)",
             f"  near-duplicates  {dup['found']}/{dup['planted']} found "
             f"(recall {dup['recall']:.3f}); {dup['false_pairs']} false pair(s): "
             f"{dup['false_pairs_per_1000_images']:.2f} per 1,000 images",
@@ -301,7 +321,3 @@ def report(results: dict) -> str:
             f"{cost['cold_doctor_over_finetune']:.2f}x",
         ]
     )
-
-
-if __name__ == "__main__":
-    main()

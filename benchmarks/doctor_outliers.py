@@ -1,8 +1,8 @@
 """Does the doctor's outlier check stay quiet on clean photos and find planted non-photos?
 
-    W=../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
-    python benchmarks/doctor_outliers.py --data ../shared/datasets/hymenoptera --weights $W \\
-        --output benchmarks/results/doctor-outliers-hymenoptera.json
+    python -m benchmarks doctor-outliers                                  # hymenoptera
+    python -m benchmarks doctor-outliers --data ../shared/datasets/clothing
+    python -m benchmarks doctor-outliers --synthetic --image-size 64      # no ../shared
 
 A copy of the dataset (symlinks to its files) gets one image of each of KINDS in a training
 class chosen at random (fixed seed): uniform noise, 16 x 16 block noise, a black, a white and a
@@ -10,14 +10,14 @@ grey frame, a page of text, a line drawing, a bar chart. The frozen base's featu
 image come from tlcli's own path (`tlcli.insight.features.target_features`, cached in the work
 folder); the outlier check runs on the dataset's own images alone (clean: every image it flags
 is a false alarm, unless it is a broken file such as hymenoptera's placeholder GIF) and with
-the planted ones (recall). Prints and writes both.
+the planted ones (recall). Prints both. The default weights are MobileNetV2's ImageNet weights
+in ../shared; `--synthetic` plants into photos-like images the suite makes, with random weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,10 +25,9 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tlcli.data.images import list_files  # noqa: E402
+from benchmarks.harness import SHARED_DATASETS, SHARED_WEIGHTS, need_shared
+from benchmarks.synthetic import make_dataset
+from tlcli.data.images import list_files
 
 KINDS = ("noise", "block-noise", "black", "white", "grey", "document", "drawing", "chart")
 WORDS = [
@@ -56,9 +55,26 @@ WORDS = [
 SPLITS = ("train", "val", "validation", "test")
 
 
-def main() -> None:
-    args = _parse()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=SHARED_DATASETS / "hymenoptera")
+    parser.add_argument("--base", default="mobilenet_v2")
+    parser.add_argument("--weights", default=str(SHARED_WEIGHTS))
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, help="kept, with its feature cache")
+
+
+def label(args: argparse.Namespace) -> str:
+    return "synthetic" if args.synthetic else args.data.name
+
+
+def run(args: argparse.Namespace) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="doctor-outliers-"))
+    if args.synthetic:
+        args.data = make_dataset(work / "source", {"train": 20, "val": 5})
+        args.weights = "none"
+    else:
+        need_shared(args.data)
     planted = plant(args.data, work / "data", args.seed)
     features, paths = _features(work, args)
     from tlcli.insight.outliers import find_outliers
@@ -69,7 +85,6 @@ def main() -> None:
     flagged = [paths[i] for i in find_outliers(features).rows]
     found = [p for p in flagged if str(p) in planted]
     results = {
-        "settings": {k: str(v) for k, v in vars(args).items()},
         "images": len(clean),
         "clean": {
             "flagged": len(flagged_clean),
@@ -82,23 +97,26 @@ def main() -> None:
             "other_flagged": [_short(p, work) for p in flagged if str(p) not in planted],
         },
     }
-    text = json.dumps(results, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    print(text)
+    print(json.dumps(results, indent=2))
+    return results
 
 
-def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/datasets/hymenoptera")
-    parser.add_argument("--base", default="mobilenet_v2")
-    parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path)
-    parser.add_argument("--workdir", type=Path, help="kept, with its feature cache")
-    return parser.parse_args()
+def render(records: list[dict]) -> str:
+    """Images flagged on the clean dataset, and planted non-photos found."""
+    lines = [
+        "| dataset | images | flagged when clean | planted non-photos found | missed |",
+        "|---|---|---|---|---|",
+    ]
+    for record in records:
+        results = record["results"]
+        clean, planted = results["clean"], results["planted"]
+        files = ", ".join(f"`{name}`" for name in clean["files"]) or "none"
+        missed = ", ".join(name.removeprefix("planted-") for name in planted["missed"]) or "-"
+        lines.append(
+            f"| {record['label']} | {results['images']:,} | {clean['flagged']} ({files}) "
+            f"| {planted['found']} of {planted['planted']} | {missed} |"
+        )
+    return "\n".join(lines)
 
 
 def plant(source: Path, target: Path, seed: int) -> set[str]:
@@ -115,12 +133,12 @@ def plant(source: Path, target: Path, seed: int) -> set[str]:
     planted = set()
     for kind in KINDS:
         path = target / "train" / str(rng.choice(classes)) / f"planted-{kind}.png"
-        synthetic(kind, rng).save(path)
+        non_photo(kind, rng).save(path)
         planted.add(str(path))
     return planted
 
 
-def synthetic(kind: str, rng: np.random.Generator, size: int = 256) -> Image.Image:
+def non_photo(kind: str, rng: np.random.Generator, size: int = 256) -> Image.Image:
     """An image of another domain than photographs."""
     if kind == "noise":
         return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
@@ -177,7 +195,3 @@ def _features(work: Path, args: argparse.Namespace) -> tuple[np.ndarray, list[Pa
 
 def _short(path: Path, work: Path) -> str:
     return str(Path(path).relative_to(work / "data"))
-
-
-if __name__ == "__main__":
-    main()

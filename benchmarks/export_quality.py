@@ -1,10 +1,10 @@
 """Export quality, measured: every format and quantize mode against the run's Keras model on the
 whole test split of real photographs.
 
-    python benchmarks/export_quality.py                         # hymenoptera, 128 px
-    python benchmarks/export_quality.py --datasets hymenoptera clothing --image-size 160
-    python benchmarks/export_quality.py --datasets shapes --scale-floor 0   # the head search
-                                                                # without its floor (before)
+    python -m benchmarks export-quality                           # hymenoptera, 128 px
+    python -m benchmarks export-quality --datasets hymenoptera clothing shapes
+    python -m benchmarks export-quality --datasets shapes --scale-floor 0   # no floor
+    python -m benchmarks export-quality --synthetic                # shapes, random weights
 
 Each dataset gets one tlcli run with MobileNetV2 and the real ImageNet weights of ../shared, a
 config that names only the data, the base, the weights and the image size (the default recipe:
@@ -18,11 +18,11 @@ quantized formats give each class one scale for its weights).
 
 Datasets: hymenoptera (2 classes; its val/ folder is the test split, validation is 20% of
 train/), clothing (10 classes, train/validation/test as given), shapes (synthetic bright
-shapes on dark noise, 4 classes, 64 px, tests/conftest.py: uniform images on which some of
+shapes on dark noise, 4 classes, 64 px, benchmarks/synthetic.py: uniform images on which some of
 MobileNetV2's channels almost never fire, as on hand signs or products on a plain background).
-`--scale-floor 0` runs the head search without the floor on its standardisation (the code
-before issue 22). Writes benchmarks/results/export_quality.json (--output). Needs ../shared and
-`pip install -e '.[onnx]'`. Times on a shared 2-core machine are indications.
+`--scale-floor 0` runs the head search without the floor on its standardisation. Needs
+`pip install -e '.[onnx]'`, and ../shared unless `--synthetic` (the shapes dataset alone, with
+random weights). Times on a shared 2-core machine are indications.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-DATASETS = SHARED / "datasets"
+from benchmarks.harness import SHARED_DATASETS, SHARED_WEIGHTS, BenchError, need_shared
+from benchmarks.synthetic import SHAPES, make_shapes
+
+DATASETS = SHARED_DATASETS
 EXPORTS = [
     ("keras", "none"),
     ("savedmodel", "none"),
@@ -54,18 +53,24 @@ EXPORTS = [
 ]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", default=["hymenoptera"])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--unfreeze-epochs", type=int, default=0, help="0: finetune only")
     parser.add_argument("--scale-floor", type=float, help="override head_search.SCALE_FLOOR")
-    parser.add_argument(
-        "--output", type=Path, default=REPO / "benchmarks/results/export_quality.json"
-    )
     parser.add_argument("--workdir", type=Path, help="keep runs here (default: a temp folder)")
-    parser.add_argument("--table", type=Path, help="only print the table of a results JSON")
-    return parser.parse_args(argv)
+
+
+def label(args: argparse.Namespace) -> str:
+    if args.synthetic:
+        return "synthetic"
+    stage = f", {args.unfreeze_epochs} unfrozen epochs" if args.unfreeze_epochs else ""
+    floor = "" if args.scale_floor is None else f", scale floor {args.scale_floor:g}"
+    return f"{' '.join(args.datasets)}, {args.image_size} px{stage}{floor}"
+
+
+def weights(args: argparse.Namespace) -> str:
+    return "none" if args.synthetic else str(SHARED_WEIGHTS)
 
 
 def data_section(dataset: str, workdir: Path, image_size: int) -> dict:
@@ -82,10 +87,7 @@ def data_section(dataset: str, workdir: Path, image_size: int) -> dict:
             "image_size": size,
         }
     if dataset == "shapes":
-        sys.path.insert(0, str(REPO / "tests"))
-        from conftest import SHAPES, make_image_folder
-
-        root = make_image_folder(
+        root = make_shapes(
             workdir / "shapes", {"train": 40, "val": 10, "test": 25}, classes=SHAPES, size=64
         )
         return {
@@ -94,7 +96,7 @@ def data_section(dataset: str, workdir: Path, image_size: int) -> dict:
             "test_dir": str(root / "test"),
             "image_size": [64, 64],
         }
-    raise SystemExit(f"unknown dataset {dataset}: hymenoptera, clothing or shapes")
+    raise BenchError(f"unknown dataset {dataset}: hymenoptera, clothing or shapes")
 
 
 def train(dataset: str, workdir: Path, args: argparse.Namespace) -> Path:
@@ -106,7 +108,7 @@ def train(dataset: str, workdir: Path, args: argparse.Namespace) -> Path:
         "name": dataset,
         "output_dir": str(workdir / "runs"),
         "data": data_section(dataset, workdir, args.image_size),
-        "model": {"base": "mobilenet_v2", "weights": str(WEIGHTS)},
+        "model": {"base": "mobilenet_v2", "weights": weights(args)},
         "evaluate": {"split": "test"},
     }
     if args.unfreeze_epochs:
@@ -222,36 +224,45 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.table:
-        print(table(json.loads(args.table.read_text())))
-        return
-    if not WEIGHTS.is_file():
-        raise SystemExit(f"{WEIGHTS} not found: this benchmark needs ../shared")
+def render(records: list[dict]) -> str:
+    """Per export, its size and, per dataset, top-1 agreement with the Keras model and test
+    accuracy (the Keras model's in the header); a table per record."""
+    tables = []
+    for record in records:
+        entries = record["results"]["datasets"]
+        header = ["export", "size"]
+        for entry in entries:
+            name, keras_accuracy = entry["dataset"], entry["keras_accuracy"]
+            header += [f"{name}: agreement", f"accuracy (Keras {keras_accuracy:.3f})"]
+        lines = [f"**{record['label']}**", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for index, (export_format, quantize) in enumerate(EXPORTS):
+            rows = [entry["exports"][index] for entry in entries]
+            cells = [f"{export_format} `{quantize}`", f"{rows[0]['megabytes']} MB"]
+            for row in rows:
+                refused = "" if row["check_passed"] else ", refused"
+                cells += [f"{row['agreement']:.1%}{refused}", f"{row['accuracy']:.3f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.synthetic:
+        args.datasets = ["shapes"]
+    else:
+        need_shared(SHARED_WEIGHTS)
     if args.scale_floor is not None:
         import tlcli.train.head_search as head_search
 
         head_search.SCALE_FLOOR = args.scale_floor
-    from tlcli import __version__
     from tlcli.train import head_search
 
-    results = {
-        "tlcli": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(["python", "benchmarks/export_quality.py", *(argv or sys.argv[1:])]),
-        "scale_floor": head_search.SCALE_FLOOR,
-        "datasets": [],
-    }
+    results = {"scale_floor": head_search.SCALE_FLOOR, "datasets": []}
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
         for dataset in args.datasets:
             results["datasets"].append(measure(dataset, workdir, args))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
-
-
-if __name__ == "__main__":
-    main()
+    return results

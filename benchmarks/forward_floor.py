@@ -12,7 +12,7 @@ train/ and val/ into memory, and times:
   batch, and first-call set-up);
 - forward_seconds: predict() over all train + val images, after the warm-up: the floor.
 
-    python benchmarks/forward_floor.py --data sample_data/target --base vgg16 --weights none \\
+    python -m benchmarks.forward_floor --data sample_data/target --base vgg16 --weights none \\
         --image-size 64 --output floor.json
 """
 
@@ -44,7 +44,7 @@ def timed(function, *args):
 
 def import_plain_keras():
     """plain_keras imports TensorFlow and Keras: timing this import times theirs."""
-    import plain_keras
+    from benchmarks import plain_keras
 
     return plain_keras
 

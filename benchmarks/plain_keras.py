@@ -1,9 +1,9 @@
-"""Plain Keras transfer learning: the baseline that bench_transfer.py times tlcli against.
+"""Plain Keras transfer learning: the baseline the transfer and quality suites run tlcli against.
 
 Standalone on purpose (no tlcli import): it is what a user following the Keras transfer-learning
 guide (https://keras.io/guides/transfer_learning/, "An end-to-end example") would write.
 
-    python benchmarks/plain_keras.py --data sample_data/target --base vgg16 --weights none \\
+    python -m benchmarks.plain_keras --data sample_data/target --base vgg16 --weights none \\
         --image-size 64 --epochs 5 --unfreeze-epochs 2 --from-block block5 --output plain.json
 
 The recipe, stage by stage:

@@ -12,158 +12,71 @@ in one process, and times the epochs after the first (the first traces the graph
 - tlcli fit_stage:  the same batches through `tlcli.train.fitting.fit_stage`, with every
           callback of a stage (epoch backup, CSV history, TensorBoard).
 
-    python benchmarks/profile_uncached.py --data ../shared/datasets/hymenoptera/train \\
+    python -m benchmarks profile-uncached --data ../shared/datasets/hymenoptera/train \\
         --image-size 160 --images 256 --epochs 4 [--augment]
+    python -m benchmarks profile-uncached --synthetic --image-size 96 --images 128
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
+from benchmarks.harness import SHARED_DATASETS, need_shared
+from benchmarks.synthetic import make_photos
+from tlcli.bases import BASES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import plain_keras
-
-from tlcli.config import AugmentConfig, FinetuneConfig
-from tlcli.data.folders import scan_folder
-from tlcli.data.image_cache import decode_folder
-from tlcli.data.pipeline import EpochBatches
-from tlcli.data.stage_data import DecodedSplit
-from tlcli.train.fitting import fit_stage
+WAYS = ("keras", "tlcli pipeline", "tlcli fit_stage")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a folder of class folders")
-    parser.add_argument("--base", default="mobilenet_v2", choices=sorted(plain_keras.BASES))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATASETS / "hymenoptera" / "train",
+        help="a folder of class folders (default: hymenoptera's train/ in ../shared)",
+    )
+    parser.add_argument("--base", default="mobilenet_v2", choices=sorted(BASES))
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=256, help="training images (repeated)")
     parser.add_argument("--epochs", type=int, default=4, help="the first is not timed")
     parser.add_argument("--augment", action="store_true", help="horizontal flip + zoom 0.1")
-    parser.add_argument("--output", type=Path, help="JSON results")
-    return parser.parse_args(argv)
 
 
-class EpochClock(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
+def label(args: argparse.Namespace) -> str:
+    data = "synthetic" if args.synthetic else args.data.parent.name or args.data.name
+    augment = ", flip + zoom" if args.augment else ""
+    return f"{data}, {args.base}, {args.image_size} px{augment}"
 
 
-def load_images(args: argparse.Namespace, workdir: Path) -> DecodedSplit:
-    folder = scan_folder(args.data)
-    size = (args.image_size, args.image_size)
-    decoded = decode_folder(folder, size, workdir / "cache")
-    rows = np.flatnonzero(decoded.ok)
-    rows = np.resize(rows, args.images)  # repeat the folder up to --images
-    labels = folder.labels[rows]
-    return DecodedSplit("train", "train_dir", decoded.pixels, rows, labels, [])
+def run(args: argparse.Namespace) -> dict:
+    from benchmarks.uncached_epochs import profile
+
+    if args.synthetic:
+        args.data = Path(tempfile.mkdtemp(prefix="profile_uncached_")) / "images"
+        make_photos(args.data, min(args.images, 256))
+    need_shared(args.data)
+    return profile(args)
 
 
-def unfrozen_model(args: argparse.Namespace, num_classes: int, augment: bool) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    base = plain_keras.build_base(args.base, args.image_size, "none")
-    layers = plain_keras.augmentation(0.1, 0) if augment else []
-    model = plain_keras.build_classifier(base, args.base, num_classes, layers)
-    plain_keras.unfreeze_top(base, 0)
-    plain_keras.compile_model(model, 1e-5)
-    return model
+def render(records: list[dict]) -> str:
+    """Median epoch after the first, seconds, of each way of feeding the same model."""
+    lines = [
+        "| setting | plain Keras | tlcli's pipeline, bare fit() | tlcli's fit_stage "
+        "| backup per epoch |",
+        "|---|---|---|---|---|",
+    ]
+    for record in records:
+        results = record["results"]
+        epochs = record["settings"].get("epochs") or len(results["keras"])
+        medians = [f"{_median(results[way]):.2f} s" for way in WAYS]
+        backup = f"{results['backup_seconds'] / epochs:.2f} s"
+        lines.append(f"| {record['label']} | {' | '.join(medians)} | {backup} |")
+    return "\n".join(lines)
 
 
-def run_keras(args, split: DecodedSplit, num_classes: int) -> list[float]:
-    images = np.asarray(split.pixels[split.rows], np.float32)
-    onehot = keras.utils.to_categorical(split.labels, num_classes)
-    dataset = tf.data.Dataset.from_tensor_slices((images, onehot)).batch(args.batch_size)
-    dataset = dataset.cache().prefetch(tf.data.AUTOTUNE)
-    model = unfrozen_model(args, num_classes, args.augment)
-    clock = EpochClock()
-    model.fit(dataset, epochs=args.epochs, callbacks=[clock], verbose=0)
-    return clock.seconds
-
-
-def batches(args, split: DecodedSplit, num_classes: int) -> EpochBatches:
-    augment = AugmentConfig(flip="horizontal", zoom=0.1) if args.augment else None
-    return EpochBatches(split, num_classes, args.batch_size, seed=0, augment=augment)
-
-
-def run_tlcli_pipeline(args, split: DecodedSplit, num_classes: int) -> list[float]:
-    train = batches(args, split, num_classes)
-    model = unfrozen_model(args, num_classes, False)
-    clock = EpochClock()
-    model.fit(
-        train.dataset(0, args.epochs),
-        steps_per_epoch=train.steps,
-        epochs=args.epochs,
-        callbacks=[clock],
-        verbose=0,
-    )
-    return clock.seconds
-
-
-def run_tlcli_fit_stage(args, split, num_classes: int, workdir: Path) -> dict:
-    train = batches(args, split, num_classes)
-    model = unfrozen_model(args, num_classes, False)
-    clock = EpochClock()
-    outcome = fit_stage(
-        model,
-        train,
-        None,
-        FinetuneConfig(epochs=args.epochs),
-        workdir / "stage",
-        verbose=0,
-        extra_callbacks=[clock],
-    )
-    return {"epochs": clock.seconds, "backup_seconds": outcome.backup_seconds}
-
-
-def summary(seconds: list[float]) -> float:
+def _median(seconds: list[float]) -> float:
     return statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        split = load_images(args, workdir)
-        num_classes = int(split.labels.max()) + 1
-        results = {
-            "keras": run_keras(args, split, num_classes),
-            "tlcli pipeline": run_tlcli_pipeline(args, split, num_classes),
-        }
-        staged = run_tlcli_fit_stage(args, split, num_classes, workdir)
-        results["tlcli fit_stage"] = staged["epochs"]
-    baseline = summary(results["keras"])
-    print(
-        f"{args.base}, {args.image_size} px, {args.images} images, batch {args.batch_size}, "
-        f"every layer but BatchNorm trained, augment {'flip+zoom' if args.augment else 'off'}"
-    )
-    print(f"{'':18} epoch s (median after the 1st)  keras/this   all epochs")
-    for name, seconds in results.items():
-        median = summary(seconds)
-        epochs = ", ".join(f"{s:.2f}" for s in seconds)
-        print(f"{name:18} {median:12.2f} {baseline / median:22.2f}x   [{epochs}]")
-    per_epoch = staged["backup_seconds"] / args.epochs
-    print(f"epoch backup (weights + optimizer + random states): {per_epoch:.2f} s per epoch")
-    if args.output:
-        args.output.write_text(json.dumps({"args": vars(args), **results, **staged}, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

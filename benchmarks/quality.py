@@ -1,15 +1,18 @@
 """Model quality: tlcli's defaults against the hand-written Keras recipe, on real photographs.
 
-    python benchmarks/quality.py                      # both datasets of ../shared, 3 seeds
-    python benchmarks/quality.py --datasets hymenoptera --seeds 1 2 --image-size 128
+    python -m benchmarks quality                      # both datasets of ../shared, 3 seeds
+    python -m benchmarks quality --datasets hymenoptera --seeds 1 2 --image-size 128
+    python -m benchmarks quality --synthetic --seeds 1 --image-size 64   # no ../shared
 
-For each dataset and seed, in one run: `plain_keras.py` with the Keras guide's recipe as users
-write it (head at 1e-3 for --epochs, then the top 20 layers of the base at 1e-4 with BatchNorm
-frozen for --unfreeze-epochs), and `tlcli run` with a config that names only the data, the base,
-the weights, the image size and the epochs (every other setting is tlcli's default). Both use
-MobileNetV2 with the real ImageNet weights of ../shared/weights. The script prints test accuracy
-and macro F1 after each stage, mean and spread over the seeds, what tlcli's head search chose,
-and writes everything to benchmarks/results/quality.json (--output).
+For each dataset and seed, in one run: `python -m benchmarks.plain_keras` with the Keras guide's
+recipe as users write it (head at 1e-3 for --epochs, then the top 20 layers of the base at 1e-4
+with BatchNorm frozen for --unfreeze-epochs), and `tlcli run` with a config that names only the
+data, the base, the weights, the image size and the epochs (every other setting is tlcli's
+default). Both use MobileNetV2 with the real ImageNet weights of ../shared/weights
+(`--synthetic`: random weights, on photos-like images the suite makes, which exercises the
+comparison, not the recipes). It
+prints test accuracy and macro F1 after each stage, mean and spread over the seeds, and what
+tlcli's head search chose.
 
 Datasets (from ../shared/datasets, symlinked into the work folder; nothing is copied):
 - hymenoptera: 2 classes. Its val/ folder (153 images) is the test split; the validation split
@@ -25,30 +28,38 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+from benchmarks.harness import (
+    REPO,
+    SHARED_DATASETS,
+    SHARED_WEIGHTS,
+    module_command,
+    need_shared,
+    tlcli_command,
+)
+from benchmarks.synthetic import make_dataset
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", default=["hymenoptera", "clothing"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--epochs", type=int, default=10, help="frozen-base epochs")
     parser.add_argument("--unfreeze-epochs", type=int, default=3)
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/quality.json")
     parser.add_argument("--workdir", type=Path, help="keep runs here (default: a temp folder)")
-    parser.add_argument("--table", type=Path, help="only print the table of a results JSON")
-    return parser.parse_args(argv)
+
+
+def label(args: argparse.Namespace) -> str:
+    if args.synthetic:
+        return "synthetic"
+    return f"{' and '.join(args.datasets)}, MobileNetV2 ImageNet, {args.image_size} px"
 
 
 def images(folder: Path) -> list[Path]:
@@ -64,11 +75,10 @@ def link_split(files: list[Path], source: Path, target: Path) -> None:
 
 def prepare(name: str, work: Path) -> Path:
     """train/ val/ test/ folders of symlinks for dataset `name`."""
-    source, data = SHARED / "datasets" / name, work / "data" / name
+    source, data = SHARED_DATASETS / name, work / "data" / name
     if data.is_dir():
         return data
-    if not source.is_dir():
-        sys.exit(f"{source}: not found (this benchmark needs ../shared beside the repo)")
+    need_shared(source)
     if (source / "test").is_dir():
         for split, folder in (("train", "train"), ("val", "validation"), ("test", "test")):
             folder = folder if (source / folder).is_dir() else split
@@ -83,17 +93,22 @@ def prepare(name: str, work: Path) -> Path:
     return data
 
 
+def weights(args) -> str:
+    return "none" if args.synthetic else str(SHARED_WEIGHTS)
+
+
 def run_plain(args, data: Path, seed: int, work: Path) -> dict:
     output = work / f"plain-{data.name}-{seed}.json"
     command = [
-        sys.executable, str(REPO / "benchmarks/plain_keras.py"), "--data", str(data),
-        "--base", "mobilenet_v2", "--weights", str(WEIGHTS), "--image-size", str(args.image_size),
+        *module_command("plain_keras"), "--data", str(data),
+        "--base", "mobilenet_v2", "--weights", weights(args), "--image-size", str(args.image_size),
         "--epochs", str(args.epochs), "--unfreeze-epochs", str(args.unfreeze_epochs),
         "--top-layers", "20", "--unfreeze-lr", "1e-4", "--f1", "--seed", str(seed),
         "--output", str(output),
     ]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   cwd=REPO)  # fmt: skip
     stages = json.loads(output.read_text())["stages"]
     result = {
         stage: {"accuracy": stages[stage]["test_accuracy"], "f1": stages[stage]["test_f1_macro"],
@@ -115,15 +130,14 @@ def run_tlcli(args, data: Path, seed: int, work: Path) -> dict:
             "test_dir": str(data / "test"),
             "image_size": [args.image_size, args.image_size],
         },
-        "model": {"base": "mobilenet_v2", "weights": str(WEIGHTS)},
+        "model": {"base": "mobilenet_v2", "weights": weights(args)},
         "finetune": {"epochs": args.epochs},
         "unfreeze": {"epochs": args.unfreeze_epochs},
     }
     path = work / f"tlcli-{data.name}-{seed}.yaml"
     path.write_text(yaml.safe_dump(config))
-    tlcli = [sys.executable, "-m", "tlcli"]
     started = time.perf_counter()
-    subprocess.run([*tlcli, "run", str(path), "--overwrite", "--quiet"], check=True,
+    subprocess.run(tlcli_command("run", path, "--overwrite", "--quiet"), check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     seconds = round(time.perf_counter() - started, 1)
     run = work / "runs" / config["name"]
@@ -174,12 +188,29 @@ def _search_share(runs: list[dict]) -> str:
     return f"{100 * statistics.mean(shares):.0f}%"
 
 
+HEADER = ["dataset", "recipe", "seeds", "finetune acc", "finetune F1", "unfreeze acc",
+          "unfreeze F1", "wall s", "search+mix"]  # fmt: skip
+
+
 def print_table(rows: list[list[str]]) -> None:
-    header = ["dataset", "recipe", "seeds", "finetune acc", "finetune F1", "unfreeze acc",
-              "unfreeze F1", "wall s", "search+mix"]  # fmt: skip
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
+    widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    for row in [HEADER, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def render(records: list[dict]) -> str:
+    """Test accuracy and macro F1 per dataset and recipe, mean (min-max) over the seeds."""
+    lines = [
+        "| dataset | recipe | seeds | after finetune: accuracy | F1 | after unfreeze: accuracy "
+        "| F1 | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        for row in summarise(record["results"]):
+            bold = row[1] == "tlcli"
+            cells = [f"**{cell}**" if bold and 3 <= i <= 6 else cell for i, cell in enumerate(row)]
+            lines.append("| " + " | ".join(cells[:8]) + " |")
+    return "\n".join(lines)
 
 
 def print_choices(results: dict) -> None:
@@ -195,24 +226,20 @@ def print_choices(results: dict) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.table:
-        results = json.loads(args.table.read_text())
-        print_table(summarise(results))
-        print_choices(results)
-        return
-    if not WEIGHTS.is_file():
-        sys.exit(f"{WEIGHTS}: not found (this benchmark needs ../shared beside the repo)")
+def run(args: argparse.Namespace) -> dict:
+    if args.synthetic:
+        args.datasets = ["synthetic"]
+    else:
+        need_shared(SHARED_WEIGHTS)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tlcli-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    results: dict = {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("output", "workdir")},
-        "datasets": {},
-    }
+    results: dict = {"datasets": {}}
     for name in args.datasets:
-        data = prepare(name, work)
+        if name == "synthetic":
+            data = make_dataset(work / "data" / name, {"train": 30, "val": 10, "test": 10})
+        else:
+            data = prepare(name, work)
         results["datasets"][name] = by_tool = {"plain": [], "tlcli": []}
         for seed in args.seeds:
             by_tool["plain"].append({"seed": seed, **run_plain(args, data, seed, work)})
@@ -222,12 +249,6 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name} seed {seed} {tool}: finetune {last['finetune']['accuracy']:.3f}, "
                       f"unfreeze {last['unfreeze']['accuracy']:.3f} ({last['seconds']:.0f}s)",
                       flush=True)  # fmt: skip
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps(results, indent=2) + "\n")
     print_table(summarise(results))
     print_choices(results)
-    print(f"results: {args.output}")
-
-
-if __name__ == "__main__":
-    main()
+    return results

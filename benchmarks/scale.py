@@ -14,78 +14,43 @@ Reported per N, from the run's stage.json timings and the process (os.wait4):
 seconds per 1,000 images of each part (decode, cache pass, head epochs, unfreeze epoch), peak
 RSS, and disk per image (the decoded-image cache, the feature cache, the run's other files).
 
-    python benchmarks/scale.py --sizes 1000 10000 --output scale.json --plot scale.png
+    python -m benchmarks scale --sizes 1000 10000 --plot docs/images/scale.png
+    python -m benchmarks scale --sizes 500        # a quick run
 
-Time per image should stay flat as N grows (every part is linear), and peak RSS should too:
-the decoded images and the cached features are memory maps, read one batch (or chunk) at a
-time. RSS counts the pages of those maps once read (file pages, which the kernel reclaims under
-pressure), so the peaks of the process's own memory (RssAnon) and of mapped file pages
-(RssFile) are sampled from /proc as well.
+Time per image should stay flat as N grows (every part is linear), and peak RSS should too. The
+peaks of the process's own memory (RssAnon) and of mapped file pages (RssFile) are sampled from
+/proc as well. The images are always made by the suite: `--synthetic` changes nothing here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import yaml
-from PIL import Image, ImageDraw
 
-CLASSES = 4
+from benchmarks.harness import run_child, tlcli_command
+from benchmarks.synthetic import make_photos
+
 PARTS = ("decode", "cache pass", "head epochs", "unfreeze epoch")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], metavar="N")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--head-epochs", type=int, default=3)
-    parser.add_argument("--output", type=Path, help="results as JSON (also read back: runs add)")
     parser.add_argument("--plot", type=Path, help="a PNG of time per image and peak RSS vs N")
     parser.add_argument("--workdir", type=Path, help="keep the images and runs here")
-    return parser.parse_args(argv)
 
 
-def make_image(path: Path, index: int) -> None:
-    """One varied JPEG: its class decides the shape drawn, its index everything else."""
-    rng = np.random.default_rng(index)
-    width, height = (int(v) for v in rng.integers(100, 261, 2))
-    background = tuple(int(v) for v in rng.integers(0, 256, 3))
-    image = Image.new("RGB", (width, height), background)
-    draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(2, 6))):
-        box = sorted(rng.integers(0, width, 2)), sorted(rng.integers(0, height, 2))
-        xy = [box[0][0], box[1][0], box[0][1] + 1, box[1][1] + 1]
-        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-        [draw.rectangle, draw.ellipse, draw.line, draw.polygon][index % CLASSES](
-            xy if index % CLASSES != 3 else [(xy[0], xy[3]), (xy[2], xy[3]), (xy[0], xy[1])],
-            fill=fill,
-        )
-    noise = rng.integers(-20, 21, (height, width, 3))
-    pixels = np.clip(np.asarray(image, np.int16) + noise, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=int(rng.integers(70, 96)))
-
-
-def make_images(folder: Path, count: int) -> float:
-    """`count` images in folder/class_k/; returns the seconds it took (not part of the run)."""
-    started = time.perf_counter()
-    for k in range(CLASSES):
-        (folder / f"class_{k}").mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"class_{i % CLASSES}" / f"{i:07d}.jpg" for i in range(count)]
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        list(pool.map(make_image, paths, range(count)))
-    return time.perf_counter() - started
+def label(args: argparse.Namespace) -> str:
+    return "synthetic" if args.synthetic else f"MobileNetV2, {args.image_size} px"
 
 
 def config(args: argparse.Namespace, data: Path, runs: Path) -> dict:
@@ -131,25 +96,23 @@ def folder_bytes(folder: Path, pattern: str = "*") -> int:
 def run_size(args: argparse.Namespace, count: int, workdir: Path) -> dict:
     """Make `count` images, `tlcli run` on them, and read what it recorded."""
     data = workdir / f"data-{count}"
-    generate_seconds = make_images(data, count)
+    generate_seconds = make_photos(data, count)
     runs = workdir / f"runs-{count}"
     config_path = workdir / f"scale-{count}.yaml"
     config_path.write_text(yaml.safe_dump(config(args, data, runs)))
-    log = workdir / f"tlcli-{count}.log"
     print(f"[scale] N={count}: images made in {generate_seconds:.0f} s; tlcli run ...", flush=True)
-    with log.open("w") as out:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tlcli", "run", str(config_path)], stdout=out, stderr=out
-        )
-        peaks = {"RssAnon": 0, "RssFile": 0}
-        sampler = threading.Thread(target=sample_memory, args=(process.pid, peaks), daemon=True)
-        sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)
-        sampler.join()
-        seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"tlcli run failed for N={count}: see {log}")
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    samplers = []
+
+    def sample(pid: int) -> None:
+        samplers.append(threading.Thread(target=sample_memory, args=(pid, peaks), daemon=True))
+        samplers[0].start()
+
+    child = run_child(
+        f"tlcli-{count}", tlcli_command("run", config_path), workdir / "logs", on_start=sample
+    )
+    samplers[0].join()
+    seconds = child.seconds
     run = runs / "scale"
     finetune = json.loads((run / "finetune" / "stage.json").read_text())["timings"]
     unfreeze = json.loads((run / "unfreeze" / "stage.json").read_text())["timings"]
@@ -169,7 +132,7 @@ def run_size(args: argparse.Namespace, count: int, workdir: Path) -> dict:
         "process_seconds": round(seconds, 1),
         "parts_seconds": parts,
         "evaluate_seconds": evaluations,
-        "peak_rss_mb": round(usage.ru_maxrss / 2**10),
+        "peak_rss_mb": round(child.max_rss_mb),
         "peak_anonymous_mb": round(peaks["RssAnon"] / 2**10),
         "peak_file_pages_mb": round(peaks["RssFile"] / 2**10),
         "bytes": {
@@ -237,28 +200,35 @@ def plot(results: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    earlier = []
-    if args.output and args.output.is_file():
-        earlier = json.loads(args.output.read_text())["results"]
+def run(args: argparse.Namespace) -> dict:
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="scale_"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    results = {r["images"]: r for r in earlier}
-    for count in args.sizes:
-        results[count] = run_size(args, count, workdir)
-        ordered = [results[n] for n in sorted(results)]
-        if args.output:  # after each size: a long run keeps what it measured
-            args.output.write_text(
-                json.dumps({"settings": vars(args), "results": ordered}, indent=2, default=str)
-            )
-    print(table(ordered))
+    results = [run_size(args, count, workdir) for count in sorted(args.sizes)]
+    print(table(results))
     if args.plot:
-        plot(ordered, args.plot)
+        plot(results, args.plot)
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return {"sizes": results}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def render(records: list[dict]) -> str:
+    """Seconds per 1,000 images of each part, memory and disk, a row per N of each record."""
+    lines = [
+        "| images | decode | cache pass | 3 head epochs | 1 unfrozen epoch | whole process "
+        "| peak RSS (anonymous) | disk per image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        for size in record["results"]["sizes"]:
+            n = size["images"]
+            per_k = [f"{size['parts_seconds'][part] / n * 1000:.2f} s" for part in PARTS]
+            disk = (size["bytes"]["decoded images"] + size["bytes"]["cached features"]) / n
+            anonymous = size.get("peak_anonymous_mb")
+            memory = f"{size['peak_rss_mb']:,} MB" + (f" ({anonymous:,})" if anonymous else "")
+            whole = f"{size['process_seconds'] / n * 1000:.1f} s"
+            name = f"{n:,}" + (f" ({record['label']})" if len(records) > 1 else "")
+            lines.append(
+                f"| {name} | {' | '.join(per_k)} | {whole} | {memory} | {disk / 1024:.0f} KB |"
+            )
+    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """What does a head-only sweep cost against one `tlcli finetune` of the same config? One command:
 
-    python benchmarks/sweep_cost.py                     # hymenoptera, MobileNetV2 224 px, 20 trials
-    python benchmarks/sweep_cost.py --trials 5 --output benchmarks/results/sweep_cost.json
+    python -m benchmarks sweep-cost              # hymenoptera, MobileNetV2 224 px, 20 trials
+    python -m benchmarks sweep-cost --trials 5
+    python -m benchmarks sweep-cost --synthetic --trials 4 --image-size 64 --workers 1
 
 Both run from cold (a fresh output folder: images decoded and features cached anew), one after
 the other, each as its own process, as a user would run them:
@@ -25,17 +26,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+from benchmarks.harness import (
+    SHARED_DATASETS,
+    SHARED_WEIGHTS,
+    need_shared,
+    run_child,
+    tlcli_command,
+)
+from benchmarks.synthetic import make_dataset
+
 SPACE = {
     "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)",
     "model.head.dropout": "uniform(0.0, 0.5)",
@@ -43,25 +47,27 @@ SPACE = {
 }
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "hymenoptera")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=SHARED_DATASETS / "hymenoptera")
     parser.add_argument("--base", default="mobilenet_v2")
-    parser.add_argument("--weights", default=str(WEIGHTS))
+    parser.add_argument("--weights", default=str(SHARED_WEIGHTS))
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="sweep with -j N, for each N"
     )
-    parser.add_argument("--output", type=Path, help="write the measurements as JSON")
-    return parser.parse_args()
+
+
+def label(args: argparse.Namespace) -> str:
+    data = "synthetic" if args.synthetic else args.data.name
+    return f"{data}, {args.base}, {args.image_size} px, {args.trials} trials"
 
 
 def config(args: argparse.Namespace, output_dir: Path) -> dict:
     data = {"train_dir": str(args.data / "train"), "image_size": [args.image_size] * 2}
-    if (args.data / "val").is_dir():
-        data["test_dir"] = str(args.data / "val")  # hymenoptera's val/ serves as its test split
+    if (args.data / "val").is_dir():  # hymenoptera's val/ serves as its test split
+        data["test_dir"] = str(args.data / "val")
     return {
         "name": "cost",
         "output_dir": str(output_dir),
@@ -73,13 +79,7 @@ def config(args: argparse.Namespace, output_dir: Path) -> dict:
 
 
 def timed(command: list[str], log: Path) -> float:
-    started = time.perf_counter()
-    with log.open("w") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
-    seconds = time.perf_counter() - started
-    if code != 0:
-        sys.exit(f"{' '.join(command)} failed (exit {code}); see {log}")
-    return seconds
+    return run_child(log.stem, command, log.parent).seconds
 
 
 def trial_breakdown(sweep_dir: Path) -> list[dict]:
@@ -103,21 +103,21 @@ def trial_breakdown(sweep_dir: Path) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    args = parse_args()
+def run(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="sweep_cost_"))
+    if args.synthetic:
+        args.data = make_dataset(work / "data", {"train": 30, "val": 10})
+        args.weights = "none"
+    else:
+        need_shared(args.data, Path(args.weights))
     path = work / "cost.yaml"
     cfg = config(args, work / "runs")
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     plain = {**cfg, "output_dir": str(work / "finetune-runs")}
     plain.pop("sweep")
     (work / "finetune.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-    tlcli = [sys.executable, "-m", "tlcli"]
-    print(f"[sweep_cost] work folder {work}", file=sys.stderr)
-    finetune = timed([*tlcli, "finetune", str(work / "finetune.yaml")], work / "finetune.log")
-    print(f"[sweep_cost] one finetune: {finetune:.1f}s", file=sys.stderr)
+    finetune = timed(tlcli_command("finetune", work / "finetune.yaml"), work / "finetune.log")
     result = {
-        "settings": {k: str(v) for k, v in vars(args).items()},
         "cpu_count": os.cpu_count(),
         "finetune_seconds": round(finetune, 1),
         "sweeps": {},
@@ -125,16 +125,35 @@ def main() -> None:
     print(f"one `tlcli finetune`: {finetune:7.1f} s")
     for workers in args.workers:
         result["sweeps"][f"workers={workers}"] = measure_sweep(cfg, work, args, workers, finetune)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def render(records: list[dict]) -> str:
+    """One finetune against the whole sweep, and where a later trial's time goes."""
+    lines = [
+        "| setting | one `tlcli finetune` | sweep, `-j` | sweep / finetune | first trial "
+        "| later trials, mean: all = fit + rest | pruned |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        results = record["results"]
+        for name, sweep in results["sweeps"].items():
+            mean = sweep["later_trials_mean"]
+            lines.append(
+                f"| {record['label']} | {results['finetune_seconds']:.0f} s "
+                f"| {sweep['sweep_seconds']:.0f} s (`-j {name.split('=')[1]}`) "
+                f"| **{sweep['ratio']:.1f}x** | {sweep['first_trial']['seconds']:.1f} s "
+                f"| {mean['seconds']:.1f} s = {mean['fit']:.1f} + {mean['rest']:.1f} s "
+                f"| {sweep['pruned']} of {len(sweep['trials'])} |"
+            )
+    return "\n".join(lines)
 
 
 def measure_sweep(cfg: dict, work: Path, args, workers: int, finetune: float) -> dict:
     out = work / f"sweep-j{workers}"
     path = work / f"sweep-j{workers}.yaml"
     path.write_text(yaml.safe_dump({**cfg, "output_dir": str(out)}, sort_keys=False))
-    command = [sys.executable, "-m", "tlcli", "sweep", str(path), "--trials", str(args.trials)]
+    command = tlcli_command("sweep", path, "--trials", args.trials)
     sweep = timed([*command, "-j", str(workers)], work / f"sweep-j{workers}.log")
     rows = trial_breakdown(out / "cost-sweep")  # tlcli.experiments.sweep.sweep_folder
     later = rows[1:] or rows
@@ -160,7 +179,3 @@ def measure_sweep(cfg: dict, work: Path, args, workers: int, finetune: float) ->
         "pruned": sum(r["state"] == "pruned" for r in rows),
         "trials": rows,
     }
-
-
-if __name__ == "__main__":
-    main()

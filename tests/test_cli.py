@@ -162,6 +162,36 @@ def test_preflight_on_a_clean_dataset(image_folder, write_config, cli):
     assert "no problems found" in result.output
 
 
+# Modules that paths needing no TensorFlow import, and the path: importing them must not load it
+# (the modules that need Keras import it inside the functions that use it, after
+# `import_tensorflow()` has started TensorFlow quietly).
+TENSORFLOW_FREE_IMPORTS = {
+    "tlcli.cli": "--help, completion and config errors",
+    "tlcli.insight.reports": "`tlcli report` (it redraws from the run folder)",
+    "tlcli.insight.doctor": "`tlcli doctor` without its extra",
+    "tlcli.serve.predict": "a prediction with an ONNX or LiteRT model",
+    "tlcli.serve.export": "export's argument errors",
+    "tlcli.experiments.sweep": "sweep's config errors",
+    "tlcli.experiments.compare": "`tlcli compare`",
+}
+
+
+def test_modules_on_paths_without_tensorflow_import_none():
+    probe = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        "    if {'tensorflow', 'keras'} & set(sys.modules):\n"
+        "        sys.exit(name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *TENSORFLOW_FREE_IMPORTS], capture_output=True, text=True
+    )
+    offender = done.stderr.strip().splitlines()[-1] if done.returncode else ""
+    why = TENSORFLOW_FREE_IMPORTS.get(offender, "")
+    assert done.returncode == 0, f"importing {offender} loads TensorFlow, and {why} must not"
+
+
 # TensorFlow's C++ log lines (absl's format: severity, date, time, thread, file:line]) and its
 # start-up notices.
 TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|This TensorFlow binary")

@@ -84,6 +84,20 @@ def test_zsh_and_fish_show_each_key_with_its_description():
     assert fish == ["model.base=resnet101", "model.base=resnet152", "model.base=resnet50"]
 
 
+def test_set_offers_no_key_inside_a_mapping():
+    """A name in `sweep.params` holds dots itself (`finetune.epochs`): keys inside it cannot be
+    written as one dotted key, so the sweep section offers its own keys only."""
+    assert [key for key, _ in complete_set_key("sweep.")] == [
+        "sweep.metric=",
+        "sweep.direction=",
+        "sweep.trials=",
+        "sweep.sampler=",
+        "sweep.pruner=",
+        "sweep.evaluate=",
+        "sweep.stale_after=",
+    ]
+
+
 def test_config_arguments_complete_yaml_files_and_enter_a_lone_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "experiments" / "old").mkdir(parents=True)

@@ -1,4 +1,5 @@
-"""README's "Your own images" steps, run as written, in a folder laid out as README says."""
+"""The documentation's "Your own images" steps (docs/own-data.md), run as written, in a folder
+laid out as the page says."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from conftest import REPO, make_image_folder
 
 
 def own_images_steps() -> list[str]:
-    """The commands of the bash block under README's "Your own images", comments removed."""
-    section = REPO.joinpath("README.md").read_text().split("## Your own images", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    """The commands of the page's `own-images` snippet, comments removed."""
+    page = REPO.joinpath("docs", "own-data.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- snippet: own-images .*?-->\n```bash\n(.*?)```", page, re.S)
+    assert found, "docs/own-data.md has no own-images snippet"
+    return [line.split("#", 1)[0].strip() for line in found.group(1).splitlines() if line.strip()]
 
 
 def test_the_own_images_steps_work_as_written(tmp_path, cli, monkeypatch):

@@ -1,6 +1,6 @@
-"""README's serving snippets, run as written against real exports of the session's trained run,
-each in a fresh Python process: the REST client against a stand-in for TensorFlow Serving that
-calls the SavedModel's signature the way TF Serving's REST API does."""
+"""The serving snippets of docs/serving.md, run as written against real exports of the
+session's trained run, each in a fresh Python process: the REST client against a stand-in for
+TensorFlow Serving that calls the SavedModel's signature the way TF Serving's REST API does."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ README_PATH = "runs/quickstart/export/unfreeze-{}"  # where the snippets look fo
 
 
 def snippet(name: str) -> str:
-    """The code block under `<!-- snippet: NAME ... -->` in README.md."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    found = re.search(rf"<!-- snippet: {name} .*?-->\n```python\n(.*?)```", readme, re.S)
-    assert found, f"README has no snippet {name}"
+    """The code block under `<!-- snippet: NAME ... -->` in docs/serving.md."""
+    page = (REPO / "docs" / "serving.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- snippet: {name} .*?-->\n```python\n(.*?)```", page, re.S)
+    assert found, f"docs/serving.md has no snippet {name}"
     return found.group(1)
 
 

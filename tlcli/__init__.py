@@ -12,6 +12,9 @@ import each other):
     errors.py  console.py  files.py  rundir.py  bases.py
                 the root helpers every package may use
 
+Each package's `__init__` says what it may import, and `tests/test_layout.py` reads it there.
+The root helpers import no package, only one another (May import: the root helpers).
+
 Every stage is a plain function as well as a command::
 
     from tlcli.config import load_config

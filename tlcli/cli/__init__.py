@@ -10,7 +10,9 @@ instant.
     completion.py  shell completion of config files and `--set` keys (Typer does the rest)
     experiments.py  sweep, compare, lr-find
 
-May import: every package below (lazily, inside a command, where it would load TensorFlow).
+May import: `tlcli.experiments`, `tlcli.insight`, `tlcli.serve`, `tlcli.train`, `tlcli.data`,
+`tlcli.runtime`, `tlcli.config`, the root helpers. A command imports what it runs when it runs,
+so that `tlcli --help`, completion and config errors load no TensorFlow.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import typer
 
 from tlcli import __version__
 from tlcli.cli.app import app
+from tlcli.runtime.startup import quiet_tensorflow_logs
 
 # Importing a command module registers its commands; `tlcli --help` lists them in this order.
 # isort: off
@@ -44,8 +47,6 @@ def _root(
     ),
 ) -> None:
     """Transfer learning for image classifiers, driven by a YAML config."""
-    from tlcli.runtime.startup import quiet_tensorflow_logs
-
     quiet_tensorflow_logs()  # before any command's code can load TensorFlow
 
 

@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from typer.models import ArgumentInfo
 
 from tlcli.cli.completion import complete_config_file, complete_set_key
+from tlcli.console import Console
 from tlcli.errors import ConfigError, TlcliError, word_remedies
 
 
@@ -112,8 +113,6 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except TlcliError as exc:
-            from tlcli.console import Console
-
             Console().error(cli_message(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
@@ -175,12 +174,11 @@ def training_mode(resume: bool, overwrite: bool) -> str:
 
 
 def load(config: Path, overrides: list[str]):
+    # imported when a command runs: pydantic stays off --help and completion
     from tlcli.config import load_config
 
     return load_config(config, overrides)
 
 
-def make_console(quiet: bool):
-    from tlcli.console import Console
-
+def make_console(quiet: bool) -> Console:
     return Console(quiet=quiet)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+
+from tlcli.bases import base_names
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 MAX_DESCENT = 5  # folders entered when a folder is the only match
@@ -61,19 +62,16 @@ def config_keys() -> dict[str, tuple[str, tuple[str, ...]]]:
     >>> config_keys()["model.pooling"]
     ('base output -> vector', ('flatten', 'avg', 'max'))
     """
-    from tlcli.bases import base_names
-    from tlcli.config.messages import section_type
+    # imported for a `--set` key only: completing a file or a command loads no pydantic
+    from tlcli.config.keys import MAPPING_NAME, schema_keys
     from tlcli.config.schema import Config
 
-    def walk(model, prefix: str) -> Iterator[tuple[str, tuple[str, tuple[str, ...]]]]:
-        for name, field in model.model_fields.items():
-            section = section_type(field.annotation)
-            if section is not None:
-                yield from walk(section, f"{prefix}{name}.")
-            else:
-                yield f"{prefix}{name}", (field.description or "", _choices(field.annotation))
-
-    keys = dict(walk(Config, ""))
+    keys = {
+        key.key: (key.description, _choices(key.annotation))
+        for key in schema_keys(Config)
+        # sections are not values; the names in a mapping (sweep.params) are the user's own
+        if key.section is None and MAPPING_NAME not in key.key
+    }
     # A string checked by a validator, not a Literal: its choices come from the registry.
     keys["model.base"] = (keys["model.base"][0], tuple(base_names()))
     return keys

@@ -24,6 +24,7 @@ def preflight(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any problem is found."),
 ) -> None:
     """Check the dataset without training: class counts, imbalance, bad files, duplicates."""
+    # imported when the command runs: --help and completion load none of it
     from tlcli.data.preflight import run_preflight
 
     problems = run_preflight(load(config, overrides), make_console(False))

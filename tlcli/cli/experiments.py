@@ -20,6 +20,7 @@ from tlcli.cli.app import (
 )
 from tlcli.cli.training import TargetStage
 from tlcli.errors import ConfigError
+from tlcli.runtime.startup import import_tensorflow
 
 
 @app.command(
@@ -69,6 +70,7 @@ def sweep(
     helper: bool = typer.Option(False, "--helper", hidden=True),
 ) -> None:
     """Search the config's `sweep` space with Optuna; every trial is a normal run folder."""
+    # imported when the command runs: --help and completion load none of it
     from tlcli.config import load_config
     from tlcli.experiments.sweep import sweep as run_sweep
 
@@ -105,6 +107,7 @@ def compare(
     quiet: bool = QUIET,
 ) -> None:
     """Runs and sweeps side by side: the config keys that differ, each stage's metrics, time."""
+    # imported when the command runs: --help and completion load none of it
     from tlcli.experiments.compare import compare as compare_runs
     from tlcli.experiments.compare import plot_metric, render
 
@@ -147,11 +150,11 @@ def lr_find(
     quiet: bool = QUIET,
 ) -> None:
     """The learning-rate range test (Smith, 2017): the loss curve and a suggested rate."""
+    # imported when the command runs: --help and completion load none of it
     from tlcli.config import load_config
-    from tlcli.runtime.startup import import_tensorflow
 
     cfg = load_config(config, overrides)
     import_tensorflow()  # quietly, before Keras
-    from tlcli.experiments.lr_find import lr_find as range_test
+    from tlcli.experiments.lr_find import lr_find as range_test  # it imports Keras
 
     range_test(cfg, stage, make_console(quiet), start=start, end=end, steps=steps, rule=rule)

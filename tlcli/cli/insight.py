@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from tlcli.cli.app import CONFIG, QUIET, SET, app, handle_errors, load, make_console
+from tlcli.errors import ConfigError
+from tlcli.rundir import RunDir
 
 
 @app.command(epilog="Example: tlcli doctor configs/quickstart.yaml --strict")
@@ -22,6 +24,7 @@ def doctor(
     """Near-duplicates, images filed under two labels, likely label errors and outliers,
     from the frozen base's features: doctor.csv, a contact sheet per kind of finding, a summary
     (needs tlcli\\[doctor])."""
+    # imported when the command runs: --help and completion load none of it
     from tlcli.insight.doctor import run_doctor
 
     findings = run_doctor(load(config, overrides), make_console(quiet))
@@ -38,9 +41,8 @@ def report(
     quiet: bool = QUIET,
 ) -> None:
     """Draw report.html, the error galleries and the model cards again from a run folder."""
-    from tlcli.errors import ConfigError
+    # imported when the command runs: --help and completion load none of it
     from tlcli.insight.reports import write_reports
-    from tlcli.rundir import RunDir
 
     if not run_dir.is_dir() or not RunDir(run_dir).started_stages():
         raise ConfigError(f"{run_dir}: not a run directory (no trained stage in it)")

@@ -67,6 +67,7 @@ def predict(
     Exit 0 when at least one image was classified (unreadable ones are listed), 2 when none
     could be, 1 with --strict when any could not be.
     """
+    # imported when the command runs: --help and completion load none of it
     from tlcli.serve.predict import predict_images
 
     summary = predict_images(
@@ -116,6 +117,7 @@ def export_model(
     quiet: bool = QUIET,
 ) -> None:
     """Save a trained stage for serving with its labels; check it against the run's model."""
+    # imported when the command runs: --help and completion load none of it
     from tlcli.serve.export import export_stage
 
     export_stage(

@@ -35,12 +35,14 @@ def _add_training_command(name: str, function: str, summary: str, example: str) 
         overwrite: bool = OVERWRITE,
         quiet: bool = QUIET,
     ) -> None:
+        # imported when the command runs: --help and completion load none of it
         from tlcli.train import stages
 
         mode = training_mode(resume, overwrite)
         cfg, console = load(config, overrides), make_console(quiet)
         getattr(stages, function)(cfg, mode, console)
         if function == "run_all":  # run evaluates every trained stage: report on them
+            # imported when the command runs: --help and completion load none of it
             from tlcli.insight.reports import write_reports
 
             write_reports(cfg.run_dir, console=console)
@@ -88,6 +90,7 @@ def evaluate(
 ) -> None:
     """Metrics per class, confusion matrix, calibration; errors.csv and a gallery of mistakes,
     MODEL_CARD.md, and the run's report.html."""
+    # imported when the command runs: --help and completion load none of it
     from tlcli.insight.reports import evaluate_and_report
 
     evaluate_and_report(load(config, overrides), stage, make_console(quiet), calibrate=calibrate)

@@ -2,10 +2,11 @@
 
     schema.py       the pydantic models: keys, types, defaults, cross-key checks
     loading.py      YAML file + `--set` overrides -> a validated, path-checked `Config`
+    keys.py         every dotted key of the schema, found by one walk; setting a dotted key
     messages.py     strict YAML reading, and each validation error as one line naming file and key
     fingerprint.py  the keys a stage's result depends on (what resume and reuse compare)
     sweep.py        the sweep section: search-space forms, and checking each key against the schema
-    reference.py    README's config reference, rendered from the schema
+    reference.py    the config reference of the docs, rendered from the schema
 
 May import: the root helpers (`tlcli.errors`, `tlcli.bases`, `tlcli.rundir`), pydantic, PyYAML.
 Everything above imports the config; the config imports nothing above it, and never TensorFlow,
@@ -36,6 +37,7 @@ from tlcli.config.schema import (
     Section,
     TrainStage,
     UnfreezeConfig,
+    weights_label,
 )
 
 __all__ = [
@@ -61,4 +63,5 @@ __all__ = [
     "flatten",
     "load_config",
     "stage_fingerprint",
+    "weights_label",
 ]

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tlcli.config.keys import NotASection, set_key
 from tlcli.config.messages import StrictLoader, describe, key_lines, yaml_mark, yaml_problem
 from tlcli.config.schema import SPECIAL_WEIGHTS, Config
 from tlcli.errors import ConfigError
@@ -70,17 +71,10 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
     applied = {}
     for item in overrides:
         key, value = _key_and_value(item, "--set", "KEY=VALUE, e.g. finetune.epochs=3")
-        node = raw
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError(f"{path} (--set {item}): {where} is not a section")
-            node = child
-        node[parts[-1]] = value
+        try:
+            set_key(raw, key, value)
+        except NotASection as exc:
+            raise ConfigError(f"{path} (--set {item}): {exc}") from None
         applied[key] = item
     return applied
 

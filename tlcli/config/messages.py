@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from tlcli.config.keys import section_at
+
 
 def at(key: str, message: str) -> ValueError:
     """An error about `key` (relative to the section being validated), for cross-key checks."""
@@ -108,7 +110,8 @@ def _prefixes(key: str) -> list[str]:
 def _message(err: dict, root: type[BaseModel], loc: list[str]) -> str:
     kind, given = err["type"], err.get("input")
     if kind == "extra_forbidden":
-        known = _known_keys(root, loc[:-1])
+        section = section_at(root, loc[:-1])
+        known = list(section.model_fields) if section is not None else []
         hint = difflib.get_close_matches(loc[-1], known, n=1)
         did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
         return f"unknown key{did_you_mean} (known here: {', '.join(known)})"
@@ -120,31 +123,6 @@ def _message(err: dict, root: type[BaseModel], loc: list[str]) -> str:
     if kind in ("value_error", "assertion_error"):
         return message
     return f"{message[:1].lower()}{message[1:]} (got {_short(given)})"
-
-
-def _known_keys(root: type[BaseModel], loc: list[str]) -> list[str]:
-    """The keys allowed in the section at `loc`, walking the schema."""
-    model: Any = root
-    parts = iter(loc)
-    for part in parts:
-        field = model.model_fields.get(part) if isinstance(model, type) else None
-        if field is None:
-            return []
-        model = section_type(field.annotation)
-        if getattr(field.annotation, "__origin__", None) is dict:
-            next(parts, None)  # a mapping of names to sections: the next part is a name
-    return list(model.model_fields) if isinstance(model, type) else []
-
-
-def section_type(annotation: Any) -> type[BaseModel] | None:
-    """The config section class inside an annotation such as `X | None` or the Head union."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) + getattr(annotation, "__metadata__", ()):
-        found = section_type(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _short(value: Any) -> str:

@@ -38,7 +38,18 @@ from tlcli.config.messages import at
 from tlcli.config.sweep import SweepConfig, check_space
 from tlcli.rundir import STAGES, RunDir
 
+# The weights settings that name no file: `model.weights`, `pretrain.weights`.
 SPECIAL_WEIGHTS = ("imagenet", "none", "pretrain")
+
+
+def weights_label(weights: str) -> str:
+    """A weights setting as banners and model cards name it: a special name as it is, a path
+    by its file name.
+
+    >>> weights_label("imagenet"), weights_label("/models/ants/finetune/model.keras")
+    ('imagenet', 'model.keras')
+    """
+    return weights if weights in SPECIAL_WEIGHTS else Path(weights).name
 
 
 class Section(BaseModel):
@@ -468,26 +479,51 @@ class Config(Section):
             )
         return value
 
+    # Rules across sections, one validator each. Pydantic runs them in this order, and the
+    # first that fails is the error: keep a rule's inputs (pretrain.head) filled before it.
+
     @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
+    def _pretrain_weights_not_pretrain(self) -> Config:
         if self.pretrain is not None and self.pretrain.weights == "pretrain":
             raise at("pretrain.weights", "cannot be 'pretrain' (it is what pretrain makes)")
+        return self
+
+    @model_validator(mode="after")
+    def _pretrain_head_from_model_head(self) -> Config:
+        """`pretrain.head` defaults to `model.head`, or dense [256] when that is `pretrain`."""
         if self.pretrain is not None and self.pretrain.head is None:
             head = self.model.head
             self.pretrain.head = head if isinstance(head, HeadConfig) else HeadConfig(dense=[256])
+        return self
+
+    @model_validator(mode="after")
+    def _weights_pretrain_needs_pretrain(self) -> Config:
         if self.model.weights == "pretrain" and self.pretrain is None:
             raise at("model.weights", "is 'pretrain' but the config has no pretrain section")
-        if self.model.head == "pretrain":
-            if self.pretrain is None:
-                raise at("model.head", "is 'pretrain' but the config has no pretrain section")
-            if not self.pretrain.head.dense:
-                raise at(
-                    "model.head",
-                    "is 'pretrain' (reuse its hidden layers) but pretrain.head.dense is empty: "
-                    "give the pretrain head hidden layers, e.g. dense: [256]",
-                )
+        return self
+
+    @model_validator(mode="after")
+    def _head_pretrain_needs_hidden_layers(self) -> Config:
+        if self.model.head != "pretrain":
+            return self
+        if self.pretrain is None:
+            raise at("model.head", "is 'pretrain' but the config has no pretrain section")
+        if not self.pretrain.head.dense:
+            raise at(
+                "model.head",
+                "is 'pretrain' (reuse its hidden layers) but pretrain.head.dense is empty: "
+                "give the pretrain head hidden layers, e.g. dense: [256]",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _test_split_exists(self) -> Config:
         if self.evaluate.split == "test" and not (self.data.test_dir or self.data.test_split):
             raise at("evaluate.split", "is 'test' but data has no test_dir or test_split")
+        return self
+
+    @model_validator(mode="after")
+    def _early_stopping_has_validation(self) -> Config:
         for stage in STAGES:
             section = getattr(self, stage)
             stopping = section and section.early_stopping
@@ -498,10 +534,18 @@ class Config(Section):
                         f"{stage}.early_stopping.monitor",
                         f"'{stopping.monitor}' needs validation data, and this stage has none",
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_space_fits(self) -> Config:
         if self.sweep is not None:
             check_space(type(self), self.model_dump(mode="json", exclude={"sweep"}), self.sweep)
-        spec = BASES[self.model.base]
+        return self
+
+    @model_validator(mode="after")
+    def _from_block_in_base(self) -> Config:
         block = self.unfreeze.from_block if self.unfreeze is not None else None
+        spec = BASES[self.model.base]
         if block is not None and not _names_a_block(block, spec.blocks):
             hint = difflib.get_close_matches(block, spec.blocks, n=1)
             did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
@@ -510,6 +554,11 @@ class Config(Section):
                 "unfreeze.from_block",
                 f"no block '{block}' in {spec.name}; {did_you_mean}blocks: {blocks}",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _image_size_fits_base(self) -> Config:
+        spec = BASES[self.model.base]
         sizes = {"data.image_size": self.data.image_size}
         if self.pretrain is not None:
             sizes["pretrain.data.image_size"] = self.pretrain.data.image_size

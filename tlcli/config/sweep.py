@@ -22,7 +22,6 @@ wrong type for that key, or a bad range is one line naming the key (`check_space
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 import typing
 from typing import Any, Literal
@@ -37,7 +36,8 @@ from pydantic import (
     model_validator,
 )
 
-from tlcli.config.messages import at, error_key_and_message, section_type
+from tlcli.config.keys import UnknownKey, find_key, set_key
+from tlcli.config.messages import at, error_key_and_message
 
 SHORT_FORM = re.compile(r"^\s*(uniform|loguniform|int|logint|choice)\s*\((.*)\)\s*$", re.DOTALL)
 
@@ -194,9 +194,10 @@ def check_space(config_class: type[BaseModel], config: dict[str, Any], sweep: Sw
         raise at("sweep.sampler", "grid needs params to enumerate")
     for key, spec in sweep.params.items():
         where = f"sweep.params.{key}"
-        annotation = field_annotation(config_class, key)
-        if isinstance(annotation, str):
-            raise at(where, annotation)
+        try:
+            annotation = find_key(config_class, key, hidden=("sweep",)).annotation
+        except UnknownKey as exc:
+            raise at(where, f"unknown config key{exc.hint}") from None
         if spec.kind is None:
             whole = [spec.low, spec.high, spec.step or 1]
             integral = all(float(v).is_integer() for v in whole)
@@ -207,43 +208,13 @@ def check_space(config_class: type[BaseModel], config: dict[str, Any], sweep: Sw
             raise at(where, "the grid sampler needs choices or an int range, not a float range")
         for value in spec.values_to_check():
             candidate = copy.deepcopy(config)
-            set_key(candidate, key, value)
+            set_key(candidate, key, value, replace=True)
             try:
                 config_class.model_validate(candidate)
             except ValidationError as exc:
                 inner_key, message = error_key_and_message(exc.errors()[0], config_class)
                 about = "" if inner_key == key else f" ({inner_key})"
                 raise at(where, f"{value!r} does not work{about}: {message}") from None
-
-
-def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
-    """tree[a][b][c] = value for key 'a.b.c', creating the sections on the way (as --set does)."""
-    node = tree
-    parts = key.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-
-
-def field_annotation(config_class: type[BaseModel], key: str) -> Any:
-    """The annotation of a dotted key, or a message (str) saying why it is not a key."""
-    model: Any = config_class
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        fields = model.model_fields if isinstance(model, type) else {}
-        if part not in fields or part == "sweep":
-            known = [name for name in fields if name != "sweep"]
-            hint = difflib.get_close_matches(part, known, n=1)
-            did_you_mean = (
-                f"; did you mean '{'.'.join([*parts[:depth], hint[0]])}'?" if hint else ""
-            )
-            return f"unknown config key{did_you_mean}"
-        annotation = fields[part].annotation
-        if depth < len(parts) - 1:
-            model = section_type(annotation)
-    return annotation
 
 
 def _accepts(annotation: Any, kind: type) -> bool:

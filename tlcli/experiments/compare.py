@@ -29,6 +29,7 @@ from tlcli.errors import ConfigError
 from tlcli.experiments.names import short_names
 from tlcli.files import read_json
 from tlcli.rundir import SWEEP_RECORD, TARGET_STAGES, RunDir
+from tlcli.train.plots import pyplot, save_figure
 
 # Keys that differ between any two runs without saying anything about them.
 NOT_COMPARED = ("name", "output_dir", "cache_dir", "sweep")
@@ -186,8 +187,6 @@ def _transposed(columns: list[str], rows: list[dict[str, Any]]) -> tuple[list, l
 
 def plot_metric(comparison: Comparison, metric: str, target: Path) -> None:
     """A horizontal bar per run of one column (e.g. finetune.accuracy)."""
-    from tlcli.train.plots import pyplot, save_figure
-
     if metric not in comparison.columns:
         raise ConfigError(
             f"cannot chart '{metric}': the columns are {', '.join(comparison.columns)}"

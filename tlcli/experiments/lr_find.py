@@ -31,7 +31,14 @@ from tlcli.console import Console
 from tlcli.errors import ConfigError
 from tlcli.experiments.lr_suggest import Rule, smooth, suggest
 from tlcli.files import write_json
+from tlcli.model.optimizers import compile_for_stage
 from tlcli.rundir import TARGET_STAGES, RunDir, check_stage_name
+from tlcli.train.core import StageJob, stage_datasets, training_inputs
+from tlcli.train.evaluate import check_labels
+from tlcli.train.plots import pyplot, save_figure
+from tlcli.train.prepare import start_stage_work
+from tlcli.train.searched_head import search_plan
+from tlcli.train.stages import finetune_model, unfreeze_model
 
 DIVERGED = 4.0  # stop once the running average of the loss exceeds this many times its minimum
 
@@ -97,12 +104,6 @@ def lr_find(
 def _stage_inputs(cfg: Config, stage: str, console: Console):
     """What the stage would train, on what: the model (or its top on cached features), its
     settings, and whether the finetune head search would fit the head instead."""
-    from tlcli.train.core import StageJob, stage_datasets, training_inputs
-    from tlcli.train.evaluate import check_labels
-    from tlcli.train.prepare import start_stage_work
-    from tlcli.train.searched_head import search_plan
-    from tlcli.train.stages import finetune_model, unfreeze_model
-
     run = RunDir(cfg.run_dir)
     settings = getattr(cfg, stage)
     if settings is None:
@@ -124,8 +125,6 @@ def _stage_inputs(cfg: Config, stage: str, console: Console):
 
 def _range_test(model, train, settings, start: float, end: float, steps: int):
     """Train `steps` batches at exponentially rising rates; (rates, losses) of each step."""
-    from tlcli.model.optimizers import compile_for_stage
-
     # The rate is set before each step: the stage's own schedule would fight it.
     compile_for_stage(model, settings.model_copy(update={"schedule": ScheduleConfig()}), steps)
     growth = (end / start) ** (1 / (steps - 1))
@@ -176,8 +175,6 @@ def running_average(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
 
 
 def _plot(rates, losses, smoothed, suggestion: float, why: str, target: Path, title: str):
-    from tlcli.train.plots import pyplot, save_figure
-
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     axis.plot(rates, losses, alpha=0.3, label="loss")

@@ -8,6 +8,7 @@ complete config is written to best.yaml for `tlcli run`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from tlcli.config import Config
 from tlcli.console import Console
 from tlcli.experiments.names import short_names
 from tlcli.experiments.space import best_config, trial_config
-from tlcli.experiments.study import slot
+from tlcli.experiments.study import import_optuna, slot
 from tlcli.files import read_json, write_csv_rows, write_json, write_text
 from tlcli.rundir import TARGET_STAGES
+from tlcli.train.evaluate import evaluate
+from tlcli.train.plots import pyplot, save_figure
 
 SHOWN_ROWS = 10
 
@@ -98,9 +101,8 @@ def _last_reported(trial) -> float | None:
 
 
 def _best_trial(study):
-    from optuna.trial import TrialState
-
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    complete = import_optuna().trial.TrialState.COMPLETE
+    if not study.get_trials(deepcopy=False, states=(complete,)):
         return None
     return study.best_trial
 
@@ -110,8 +112,6 @@ def _evaluate_best(cfg: Config, best) -> None:
     folder = Path(best.user_attrs.get("folder", ""))
     if not folder.is_dir() or evaluated_metrics(folder):
         return
-    from tlcli.train.evaluate import evaluate
-
     trial_cfg = trial_config(cfg, best.user_attrs.get("values", {}), folder.parent, folder.name)
     with (folder / "log.txt").open("a") as out:
         evaluate(trial_cfg, None, Console(True, file=out))
@@ -164,10 +164,7 @@ def _cell(value: Any) -> str:
 
 def plot_sweep(cfg: Config, study, target: Path) -> None:
     """Left: each trial's score and the best so far; right: parameter importance (Optuna's)."""
-    from optuna.trial import TrialState
-
-    from tlcli.train.plots import pyplot, save_figure
-
+    TrialState = import_optuna().trial.TrialState
     plt = pyplot()
     figure, (history, importance) = plt.subplots(1, 2, figsize=(11, 4))
     best_so_far, best = [], None
@@ -204,10 +201,7 @@ def plot_sweep(cfg: Config, study, target: Path) -> None:
 
 def _importances(study) -> dict[str, float]:
     """Optuna's parameter importances; {} while there are too few complete trials."""
-    import warnings
-
-    import optuna
-
+    optuna = import_optuna()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "importances will be equal" on small studies
         try:

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from tlcli.config import Config
-from tlcli.config.sweep import ParamSpec, SweepConfig, set_key
+from tlcli.config.keys import set_key
+from tlcli.config.sweep import ParamSpec, SweepConfig
 from tlcli.errors import ConfigError
 
 
@@ -82,7 +83,7 @@ def trial_config(cfg: Config, values: dict[str, Any], trials_dir: Path, name: st
     run folder is trials_dir/name and whose caches are the sweep's, shared by every trial."""
     tree = cfg.model_dump(mode="json", exclude={"sweep"})
     for key, value in values.items():
-        set_key(tree, key, value)
+        set_key(tree, key, value, replace=True)
     tree.update(name=name, output_dir=str(trials_dir))
     if cfg.cache_dir is None:
         tree["cache_dir"] = str(trials_dir.parent / "cache")
@@ -96,7 +97,7 @@ def best_config(cfg: Config, values: dict[str, Any]) -> dict[str, Any]:
     its own name and the default cache."""
     tree = cfg.model_dump(mode="json", exclude={"sweep"})
     for key, value in values.items():
-        set_key(tree, key, value)
+        set_key(tree, key, value, replace=True)
     tree["name"] = f"{cfg.name}-best"
     tree.pop("cache_dir", None) if cfg.cache_dir is None else None
     Config.model_validate(tree)  # what best.yaml holds must load

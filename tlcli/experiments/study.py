@@ -27,6 +27,7 @@ from typing import Any
 from tlcli.config import Config, flatten
 from tlcli.config.sweep import SweepConfig
 from tlcli.errors import ConfigError, Remedy
+from tlcli.experiments.space import grid_space
 
 HOST = socket.gethostname()
 MAX_ATTEMPTS = 3
@@ -36,7 +37,7 @@ MAY_CHANGE = ("sweep.trials", "sweep.stale_after", "sweep.evaluate", "output_dir
 
 def import_optuna():
     """Optuna, quiet; a one-line ConfigError naming the extra when it is not installed."""
-    try:
+    try:  # the optional `sweep` extra
         import optuna
     except ImportError:
         raise ConfigError(
@@ -49,12 +50,11 @@ def import_optuna():
 def open_storage(storage: str | None, sweep_dir: Path):
     """An Optuna storage: an RDB URL, a journal file path, or (None) the sweep's own journal."""
     optuna = import_optuna()
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
     if storage is None or "://" not in storage:
         path = Path(storage) if storage else sweep_dir / "study.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        journal = optuna.storages.journal
+        return journal.JournalStorage(journal.JournalFileBackend(str(path)))
     try:
         return optuna.storages.RDBStorage(storage)
     except Exception as exc:  # SQLAlchemy raises many kinds; each means "cannot use this URL"
@@ -112,8 +112,6 @@ def make_sampler(sweep: SweepConfig, seed: int, trial_number: int):
     processes never draw the same values. The grid's order follows the seed alone (every
     process must see the same grid)."""
     optuna = import_optuna()
-    from tlcli.experiments.space import grid_space
-
     if sweep.sampler == "grid":
         return optuna.samplers.GridSampler(grid_space(sweep), seed=seed)
     if sweep.sampler == "random":
@@ -148,8 +146,7 @@ def slot(trial) -> int:
 @contextlib.contextmanager
 def heartbeat(trial, interval: float) -> Iterator[None]:
     """Record this process and a heartbeat on the running trial until the block ends."""
-    import optuna
-
+    optuna = import_optuna()
     trial.set_user_attr("host", HOST)
     trial.set_user_attr("pid", os.getpid())
     stop = threading.Event()
@@ -177,9 +174,8 @@ def reclaim_dead_trials(study, stale_after: float) -> list[int]:
 
     Two processes may find the same dead trial: the storage lets only one of them fail it.
     """
-    import optuna
-    from optuna.trial import TrialState
-
+    optuna = import_optuna()
+    TrialState = optuna.trial.TrialState
     storage = study._storage  # Optuna's own fail_stale_trials works through it too
     reclaimed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

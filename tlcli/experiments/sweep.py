@@ -18,6 +18,8 @@ still running elsewhere, and writes the results.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +31,11 @@ from tlcli.errors import ConfigError
 from tlcli.experiments import study as studies
 from tlcli.experiments.names import short_names
 from tlcli.experiments.results import write_results
-from tlcli.experiments.space import suggest, trial_config
+from tlcli.experiments.space import grid_space, suggest, trial_config
 from tlcli.files import write_json, write_text
 from tlcli.rundir import SWEEP_RECORD, Mode, RunDir
 from tlcli.runtime.startup import import_tensorflow
+from tlcli.train.evaluate import evaluate
 from tlcli.train.head_search import BASELINE_KEYS, search_blocker
 
 # What the finetune head search (finetune.search: auto) decides itself: sweeping these moves
@@ -137,9 +140,6 @@ def _start_helpers(cfg: Config, folder: Path, storage: str | None, count: int) -
     """`count` more processes on this study: `tlcli sweep <sweep>/sweep.yaml --resume`."""
     if count < 1:
         return []
-    import subprocess
-    import sys
-
     config = folder / "sweep.yaml"
     write_text(config, cfg.to_yaml())
     command = [sys.executable, "-m", "tlcli", "sweep", str(config), "--resume", "--quiet"]
@@ -154,8 +154,6 @@ def _start_helpers(cfg: Config, folder: Path, storage: str | None, count: int) -
 def _budget(cfg: Config) -> int:
     if cfg.sweep.sampler != "grid":
         return cfg.sweep.trials
-    from tlcli.experiments.space import grid_space
-
     points = 1
     for values in grid_space(cfg.sweep).values():
         points *= len(values)
@@ -163,9 +161,10 @@ def _budget(cfg: Config) -> int:
 
 
 def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console) -> int:
-    from optuna.trial import TrialState
-
+    # Keras after import_tensorflow(): sweep's config errors load no TensorFlow
     from tlcli.model.weights import shared_frozen_bases
+
+    TrialState = studies.import_optuna().trial.TrialState
 
     ran, waited = 0, False
     poll = max(1.0, min(5.0, cfg.sweep.stale_after / 4))
@@ -195,8 +194,7 @@ def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console)
 def _claim_slot(study, trial, budget: int) -> bool:
     """Give a new trial its place in the budget; a trial asked for after another process took
     the last place is surplus: told failed, and not counted."""
-    from optuna.trial import TrialState
-
+    TrialState = studies.import_optuna().trial.TrialState
     if "slot" in trial.user_attrs:  # a re-queued trial keeps its place
         return True
     trials = studies.counted(study.get_trials(deepcopy=False))
@@ -220,9 +218,10 @@ def _tell(study, trial, value: float | None, state) -> None:
 
 
 def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Console) -> None:
-    from optuna.trial import TrialState
-
+    # Keras after import_tensorflow(): sweep's config errors load no TensorFlow
     from tlcli.experiments.trial import run_trial
+
+    TrialState = studies.import_optuna().trial.TrialState
 
     number = studies.slot(trial)
     values = suggest(trial, cfg.sweep.params)
@@ -263,8 +262,6 @@ def values_of(trial) -> dict[str, Any]:
 
 def _evaluate(trial_cfg: Config) -> None:
     """Score the trial's last stage on evaluate.split (its metrics.json feeds the results)."""
-    from tlcli.train.evaluate import evaluate
-
     with (trial_cfg.run_dir / "log.txt").open("a") as out:
         evaluate(trial_cfg, None, Console(True, file=out))
 

@@ -39,7 +39,11 @@ from tlcli.files import atomic_path, read_json, write_json
 from tlcli.rundir import RunDir
 from tlcli.runtime.distribute import is_chief
 from tlcli.runtime.startup import import_tensorflow
+from tlcli.serve.predictor import load_keras_model
+from tlcli.train.evaluate import check_labels
 from tlcli.train.metrics import ECE_BINS, calibration_metrics
+from tlcli.train.plots import pyplot, save_figure
+from tlcli.train.prepare import start_stage_work
 
 CALIBRATION_FILE = "calibration.json"
 RELIABILITY_PLOT = "reliability.png"
@@ -89,10 +93,9 @@ def stage_temperature(run: RunDir, stage: str) -> float:
 
 def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | None = None) -> dict:
     """Fit T on the validation split and write it into the stage's model.keras (see above)."""
-    import_tensorflow()  # quietly, before tlcli.model imports Keras
-    from tlcli.model.output_layer import UNCALIBRATED_FILE
-    from tlcli.train.evaluate import check_labels
-    from tlcli.train.prepare import start_stage_work
+    import_tensorflow()
+    # Keras after import_tensorflow(): `tlcli report` reads this module, and loads no TensorFlow
+    from tlcli.model.output_layer import UNCALIBRATED_FILE, keep_output_weights
 
     console = console or Console()
     run = RunDir(cfg.run_dir)
@@ -114,8 +117,6 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
         "after": calibration_metrics(val.labels, tempered(log_p, temperature)),
     }
     if is_chief():
-        from tlcli.model.output_layer import keep_output_weights
-
         keep_output_weights(model, run.stage_dir(stage) / UNCALIBRATED_FILE)
         _save(with_temperature(model, temperature), run.model_path(stage))
         write_json(run.stage_dir(stage) / CALIBRATION_FILE, record)
@@ -131,7 +132,8 @@ def calibrate_stage(cfg: Config, stage: str | None = None, console: Console | No
 
 def uncalibrate_stage(run_dir: Path, stage: str | None = None, console: Console | None = None):
     """Put the stage's output layer back as trained; a stage never calibrated is left alone."""
-    import_tensorflow()  # quietly, before tlcli.model imports Keras
+    import_tensorflow()
+    # Keras after import_tensorflow(): `tlcli report` reads this module, and loads no TensorFlow
     from tlcli.model.output_layer import UNCALIBRATED_FILE
 
     console = console or Console()
@@ -151,6 +153,7 @@ def uncalibrate_stage(run_dir: Path, stage: str | None = None, console: Console 
 def with_temperature(model, temperature: float):
     """`model` (uncalibrated) predicting softmax(log p / T) where it predicted p: the output
     layer's logits divided by T, or with flip TTA inside, the log of the mean (see above)."""
+    # Keras after import_tensorflow(): `tlcli report` reads this module, and loads no TensorFlow
     from tlcli.model.output_layer import scale_logits
     from tlcli.model.tta import has_tta, rewrapped
 
@@ -167,8 +170,6 @@ def read_calibration(stage_dir: Path) -> dict | None:
 
 def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path, title: str):
     """Accuracy against confidence per bin, bars sized by how many images fall in each."""
-    from tlcli.train.plots import pyplot, save_figure
-
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0, 1, ECE_BINS + 1)
@@ -199,9 +200,9 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, target: Path
 def _uncalibrated_model(run: RunDir, stage: str):
     """The stage's model.keras with its output layer as trained and no temperature after a
     flip TTA mean."""
+    # Keras after import_tensorflow(): `tlcli report` reads this module, and loads no TensorFlow
     from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
     from tlcli.model.tta import has_tta, rewrapped, tta_temperature
-    from tlcli.serve.predictor import load_keras_model
 
     model = load_keras_model(run.model_path(stage))
     restore_output_weights(model, run.stage_dir(stage) / UNCALIBRATED_FILE)
@@ -211,6 +212,7 @@ def _uncalibrated_model(run: RunDir, stage: str):
 
 
 def _predict(model, split, num_classes: int, batch_size: int) -> np.ndarray:
+    # tf.data after import_tensorflow(): `tlcli report` reads this module, and loads no TensorFlow
     from tlcli.data.pipeline import inputs_only, make_dataset
 
     dataset = make_dataset(split, num_classes, batch_size)

@@ -32,6 +32,11 @@ from tlcli.console import Console
 from tlcli.errors import ConfigError
 from tlcli.files import write_csv_rows, write_json
 from tlcli.insight.contact_sheet import Tile, draw_contact_sheet
+from tlcli.insight.duplicates import DUPLICATE_THRESHOLD, aligned_similarity, candidate_pairs
+from tlcli.insight.features import target_features
+from tlcli.insight.label_issues import MAX_LABEL_PROBABILITY, find_label_issues
+from tlcli.insight.outliers import LIMIT, NEIGHBOURS, find_outliers
+from tlcli.insight.reports import refresh_pages
 from tlcli.insight.run_facts import DOCTOR_DIR, DOCTOR_SUMMARY
 from tlcli.rundir import RunDir
 
@@ -59,12 +64,6 @@ class DoctorFindings:
 def run_doctor(cfg: Config, console: Console | None = None) -> DoctorFindings:
     """Check the target data of `cfg`; write doctor.csv, the sheets and summary.json."""
     _require_extra()
-    from tlcli.insight.duplicates import DUPLICATE_THRESHOLD, aligned_similarity, candidate_pairs
-    from tlcli.insight.features import target_features
-    from tlcli.insight.label_issues import find_label_issues
-    from tlcli.insight.outliers import find_outliers
-    from tlcli.insight.reports import refresh_pages
-
     console = console or Console()
     run = RunDir(cfg.run_dir)
     console.banner("doctor", f"{cfg.model.base} features of {cfg.data.train_dir} and its splits")
@@ -96,7 +95,7 @@ def run_doctor(cfg: Config, console: Console | None = None) -> DoctorFindings:
 
 
 def _require_extra() -> None:
-    try:
+    try:  # the optional `doctor` extra, checked before any work
         import cleanlab  # noqa: F401
         import scipy  # noqa: F401
         import sklearn  # noqa: F401
@@ -138,8 +137,6 @@ def _label_rows(found, issues) -> list[dict]:
 
 
 def _outlier_rows(found, outliers) -> list[dict]:
-    from tlcli.insight.outliers import NEIGHBOURS
-
     notes = {
         "far": lambda d, n: (
             f"far from every other image: mean distance {d:.3f} to the "
@@ -193,10 +190,6 @@ def _counts(rows: list[dict]) -> dict[str, int]:
 
 
 def _write(findings: DoctorFindings, found, seconds: float, cfg: Config) -> None:
-    from tlcli.insight.duplicates import DUPLICATE_THRESHOLD
-    from tlcli.insight.label_issues import MAX_LABEL_PROBABILITY
-    from tlcli.insight.outliers import LIMIT
-
     folder = findings.folder
     write_csv_rows(folder / "doctor.csv", findings.rows, COLUMNS)
     kinds = {"near-duplicates": "near-duplicate", "label conflicts": "label conflict",

@@ -88,7 +88,7 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
 def aligned_similarity(images: Sequence[np.ndarray], pairs: np.ndarray) -> np.ndarray:
     """For each pair (i, j): the best normalised cross-correlation of one image's band-pass
     detail, shrunk by each of SCALES, slid over the other's, both ways round. -1..1."""
-    from scipy import fft
+    from scipy import fft  # the optional `doctor` extra (run_doctor checks it first)
 
     canvas = np.stack([_band(image, SIZE) for image in images])  # (N, S, S)
     canvas_spectrum = fft.rfft2(canvas, workers=-1)

@@ -63,7 +63,7 @@ def target_features(cfg: Config, run: RunDir, console: Console) -> DatasetFeatur
     start_tensorflow(cfg)
     data = load_data(cfg, run, "finetune", console, require_trainable=False)
     decoded_at = time.perf_counter()
-
+    # Keras after start_tensorflow(): `tlcli doctor` names a missing extra loading no TensorFlow
     from tlcli.model.split import SplitModel
     from tlcli.train.feature_cache import cache_split_outputs
 
@@ -106,6 +106,7 @@ def frozen_bottom(cfg: Config, run: RunDir, num_classes: int):
 
     The head is left at its defaults: it is not part of the bottom, nor of the cache key.
     """
+    # Keras after start_tensorflow(): `tlcli doctor` names a missing extra loading no TensorFlow
     from tlcli.model.freezing import freeze_base
     from tlcli.model.network import build_classifier
     from tlcli.model.split import split_at_head

@@ -38,6 +38,7 @@ def find_label_issues(
     features: np.ndarray, labels: np.ndarray, classes: list[str], seed: int = 0
 ) -> LabelIssues:
     """Out-of-fold probabilities from FOLDS heads, then confident learning (see above)."""
+    # the optional `doctor` extra (run_doctor checks it first)
     from cleanlab.filter import find_label_issues as cleanlab_issues
 
     counts = np.bincount(labels, minlength=len(classes))
@@ -67,6 +68,7 @@ def find_label_issues(
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     """Each image's class probabilities from the head trained on the other folds."""
+    # the optional `doctor` extra (run_doctor checks it first)
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline

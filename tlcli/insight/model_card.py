@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlcli.config import weights_label
 from tlcli.files import write_text
 from tlcli.insight.errors_report import confused_pairs
 from tlcli.insight.run_facts import RunFacts, StageFacts
@@ -32,11 +33,12 @@ def write_model_card(facts: RunFacts, stage: StageFacts) -> Path:
 def model_card(facts: RunFacts, stage: StageFacts) -> str:
     metrics = stage.metrics or {}
     model = facts.config.get("model", {})
+    weights = weights_label(str(model.get("weights")))
     lines = [
         f"# Model card: {facts.name}, {stage.name}",
         "",
         f"An image classifier for {len(metrics.get('labels', []))} classes: "
-        f"{model.get('base', '?')} (weights: {_weights(model.get('weights'))}) with a new head, "
+        f"{model.get('base', '?')} (weights: {weights}) with a new head, "
         f"trained by tlcli {facts.versions.get('tlcli', '')}. The model is "
         f"`{stage.folder.name}/model.keras`: raw RGB pixels (0..255) in, one probability per "
         f"class out, in the order of `{stage.folder.name}/labels.txt`.",
@@ -103,10 +105,11 @@ def _recipe(facts: RunFacts) -> list[str]:
         f"dense {head.get('dense', [])}, dropout {head.get('dropout')}"
     )  # fmt: skip
     augment = {k: v for k, v in (data.get("augment") or {}).items() if v not in (0, 0.0, "none")}
+    weights = weights_label(str(model.get("weights")))
     lines = [
         "## Recipe",
         "",
-        f"- base: {model.get('base')}, weights: {_weights(model.get('weights'))}, "
+        f"- base: {model.get('base')}, weights: {weights}, "
         f"pooling: {model.get('pooling')}, head: {head_text}",
         f"- images: {data.get('image_size')} px, batch {data.get('batch_size')}, class weights: "
         f"{data.get('class_weight')}, augmentation: {augment or 'none'}, seed {cfg.get('seed')}",
@@ -290,9 +293,3 @@ def _reproduce(facts: RunFacts, stage: StageFacts) -> list[str]:
         "```",
         "",
     ]
-
-
-def _weights(weights) -> str:
-    if weights in (None, "imagenet", "none", "pretrain"):
-        return str(weights)
-    return Path(str(weights)).name

@@ -27,6 +27,7 @@ from tlcli.insight.report_html import write_report_page
 from tlcli.insight.run_facts import read_run
 from tlcli.rundir import TARGET_STAGES
 from tlcli.runtime.distribute import is_chief
+from tlcli.train.evaluate import load_evaluation, score_stage
 
 
 def evaluate_and_report(
@@ -38,8 +39,6 @@ def evaluate_and_report(
 ):
     """Calibrate the stage (True), undo its calibration (False) or leave it (None); evaluate
     it; write its reports and the run's report page. Returns the `Evaluation`."""
-    from tlcli.train.evaluate import score_stage
-
     console = console or Console()
     if calibrate:
         calibrate_stage(cfg, stage, console)
@@ -55,8 +54,6 @@ def write_reports(
 ) -> Path:
     """Error report, reliability diagram and model card of each evaluated target stage in
     `stages` (default: all), then report.html; returns the page's path."""
-    from tlcli.train.evaluate import load_evaluation
-
     console = console or Console()
     if not is_chief():
         return run_dir / "report.html"

@@ -197,8 +197,6 @@ def _write_keras(job: _Job) -> None:
 def _write_savedmodel(job: _Job) -> None:
     """A SavedModel whose signatures return the probabilities and the top-1 class name."""
     tf = import_tensorflow()
-    import keras
-
     model = job.model
     class_names = tf.constant(job.reference.labels)
 
@@ -206,7 +204,7 @@ def _write_savedmodel(job: _Job) -> None:
         top = tf.argmax(probabilities, axis=-1)
         return {"probabilities": probabilities, "labels": tf.gather(class_names, top)}
 
-    archive = _export_archive(keras)
+    archive = _export_archive()
     # The first endpoint also becomes `serving_default` (ExportArchive.write_out).
     archive.add_endpoint(
         "serve",
@@ -225,12 +223,12 @@ def _write_tflite(job: _Job) -> None:
     """Keras -> SavedModel (float32 in) -> TFLiteConverter, the path Keras 3's own LiteRT
     export takes, but with builtin ops only so that the file runs on any TFLite runtime."""
     tf = import_tensorflow()
-    import keras
+    # after import_tensorflow(), which starts TensorFlow quietly; it has no public name
     from tensorflow.lite.python.convert_phase import ConverterError
 
     model = job.model
     with tempfile.TemporaryDirectory(dir=job.folder) as saved_model:
-        archive = _export_archive(keras)
+        archive = _export_archive()
         archive.add_endpoint(
             "serve",
             lambda image: {"probabilities": model(image, training=False)},
@@ -391,11 +389,15 @@ def _check_integer(path: Path, console: Console) -> None:
     console.info(f"int8: all {total} conv/dense layers hold int8 weights and activations")
 
 
-def _export_archive(keras):
+def _export_archive():
     """An ExportArchive, deliberately without `track(model)`: the endpoints capture the
-    weights they use, and tracking the model as well stores every weight twice (2x the size on
-    disk and in memory, https://github.com/keras-team/keras/issues/23553). `track` is only
-    needed for lookup tables, which no tlcli model has."""
+    weights they use, and tracking the model as well stores every weight twice
+    (https://github.com/keras-team/keras/issues/23553). `track` is only needed for lookup
+    tables, which no tlcli model has."""
+    import_tensorflow()
+    # Keras after import_tensorflow(): export's argument errors load no TensorFlow
+    import keras
+
     return keras.export.ExportArchive()
 
 

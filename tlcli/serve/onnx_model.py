@@ -105,7 +105,7 @@ def quantize_dynamic(source: Path, target: Path) -> None:
 def onnx_session(path: Path):
     """An ONNX Runtime session for `path` (CUDA when onnxruntime-gpu offers it, else CPU)."""
     (ort,) = import_onnx_packages("onnxruntime", purpose=f"reading {path.name}")
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
+    state = ort.capi.onnxruntime_pybind11_state  # where its load errors are defined
 
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

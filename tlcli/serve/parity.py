@@ -35,6 +35,7 @@ import numpy as np
 
 from tlcli.data.images import decode_many
 from tlcli.errors import RunError
+from tlcli.serve.predictor import tflite_interpreter
 
 SAMPLE_SIZE = 64
 CALIBRATION_SIZE = 100  # the TFLite guide suggests ~100-500 representative samples
@@ -142,8 +143,6 @@ def non_integer_layers(tflite_path: Path) -> tuple[int, list[str]]:
 
     A RunError when the interpreter lacks `_get_ops_details` (see below).
     """
-    from tlcli.serve.predictor import tflite_interpreter
-
     interpreter = tflite_interpreter(tflite_path)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     # No public interpreter API maps an op to its weight tensor; _get_ops_details does, and

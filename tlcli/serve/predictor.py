@@ -145,7 +145,7 @@ def tflite_interpreter(path: Path):
     TensorFlow 2.21 still ships `tf.lite.Interpreter` but warns on every use that it moved to
     the `ai_edge_litert` package; both run the same flatbuffers.
     """
-    try:
+    try:  # optional: LiteRT's interpreter when installed
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = import_tensorflow().lite.Interpreter
@@ -160,6 +160,7 @@ def tflite_interpreter(path: Path):
 def load_keras_model(path: Path):
     """keras.models.load_model for inference; a file Keras cannot read is a RunError."""
     import_tensorflow()
+    # Keras after import_tensorflow(): ONNX and LiteRT predictions load no TensorFlow
     import keras
 
     try:
