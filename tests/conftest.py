@@ -52,8 +52,12 @@ def _tier(config: pytest.Config) -> str:
     return "all" if config.option.markexpr or by_name else "default"
 
 
+# Doctests that train a stage: in the default tier, not the edit loop.
+TRAINING_DOCTESTS = {"tlcli.train.stages"}
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if isinstance(item, pytest.DoctestItem):
+    if isinstance(item, pytest.DoctestItem) and item.name not in TRAINING_DOCTESTS:
         item.add_marker(pytest.mark.fast)  # doctests keep to tiny examples
 
 
@@ -79,6 +83,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def assert_plot(path: Path) -> None:
+    """`path` is a whole PNG file of a figure with something drawn on it: at least 1% of its
+    pixels differ from the background (its most common colour)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path}: {image.format}"
+        assert min(image.size) >= 100, f"{path}: {image.size}"
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    drawn = 1 - counts.max() / len(pixels)
+    assert len(colours) > 1 and drawn >= 0.01, f"{path}: {drawn:.2%} of its pixels drawn"
 
 
 def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:

@@ -13,6 +13,8 @@ from conftest import REPO, SHARED
 
 from tlcli.config import load_config
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
