@@ -172,7 +172,6 @@ def test_a_bad_tf_config_is_a_config_error(text, message):
         read_tf_config(text)
 
 
-@pytest.mark.fast
 def test_multi_worker_without_tf_config_exits_2_with_an_example(tmp_path, write_config):
     path = write_config(_tiny_config(tmp_path))
     env = {"TF_CONFIG": ""}

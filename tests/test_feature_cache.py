@@ -170,7 +170,6 @@ def _bottom(base, size, seed=0):
     return split_at_head(model)
 
 
-@pytest.mark.fast
 def test_cache_is_reused_only_for_the_same_bottom_and_pixels(image_folder, tmp_path, monkeypatch):
     monkeypatch.setattr("tlcli.files.STALE_SECONDS", -1)  # a replaced entry goes at once
 

@@ -122,6 +122,7 @@ def test_search_on_a_few_images_per_class_falls_back_with_a_notice(tmp_path, wri
     assert "search" not in _state(data.parent / "runs" / "t", "finetune")
 
 
+@pytest.mark.slow  # two runs with an unfreeze of every VGG16 layer
 def test_unfreeze_that_hurts_ends_no_worse_than_finetune_on_validation(data, write_config, cli):
     """A rate far too high wrecks the base; the weight mix keeps what finetune had."""
     finetune = {"epochs": 1}
