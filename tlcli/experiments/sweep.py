@@ -98,7 +98,8 @@ def sweep(
     budget = _budget(cfg)
     if write_summary and _finished(study, budget) and _results_written(cfg, study, folder):
         console.result(f"the sweep {cfg.name} is complete: results in {folder / 'results.csv'}")
-        return SweepResult(folder, 0, read_json(folder / "results.json")["trials"], None)
+        results = read_json(folder / "results.json")
+        return SweepResult(folder, 0, results["trials"], results["best"])
     import_tensorflow()  # quietly, before anything below imports Keras
     write_json(
         folder / SWEEP_RECORD,
