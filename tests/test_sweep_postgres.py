@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -376,3 +377,27 @@ def test_a_database_restart_costs_at_most_the_trials_in_flight(three_machines, p
     failed = [r for r in rows if r["state"] != "complete"]
     assert in_flight >= 1 and not failed, rows  # the workers waited for the database
     assert _summaries(workers) == 1, [w.output[-800:] for w in workers]
+
+
+def test_workers_that_start_at_once_on_an_empty_database_all_open_it(postgres_url):
+    """The first process on a database creates Optuna's tables; several starting at the same
+    moment race to create them, and every one of them must get the storage."""
+    from tlcli.errors import ConfigError
+    from tlcli.experiments.study import open_storage
+
+    start = threading.Barrier(6)
+    errors: list[str] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            open_storage(postgres_url, Path(), STALE_AFTER)
+        except ConfigError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import threading
 import time
@@ -78,15 +79,7 @@ def open_storage(storage: str | None, sweep_dir: Path, stale_after: float = 60):
         return journal.JournalStorage(journal.JournalFileBackend(str(path)))
     url = _with_driver(storage)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True},  # a restarted server: reconnect
-                heartbeat_interval=heartbeat_interval(stale_after),
-                grace_period=int(stale_after),
-                heartbeat_stale_trial_callback=requeue_callback(),
-            )
+        return _rdb_storage(url, stale_after)
     except ImportError as exc:
         driver = exc.name or "its driver"
         remedy = POSTGRES_EXTRA if url.startswith(POSTGRES_SCHEMES) else f"pip install {driver}"
@@ -96,6 +89,29 @@ def open_storage(storage: str | None, sweep_dir: Path, stale_after: float = 60):
     except Exception as exc:  # SQLAlchemy raises many kinds; each means "cannot use this URL"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"storage {storage}: cannot open it: {first}") from None
+
+
+def _rdb_storage(url: str, stale_after: float, attempts: int = 5):
+    """Optuna's RDBStorage, which creates its tables in an empty database: processes that
+    start at once race to create them, and the losers try again (the tables are there then)."""
+    optuna = import_optuna()
+    from sqlalchemy.exc import IntegrityError, ProgrammingError  # SQLAlchemy comes with Optuna
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},  # a restarted server: reconnect
+                    heartbeat_interval=heartbeat_interval(stale_after),
+                    grace_period=int(stale_after),
+                    heartbeat_stale_trial_callback=requeue_callback(),
+                )
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def _with_driver(url: str) -> str:
