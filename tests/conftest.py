@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny real image folders, configs written to disk, the real CLI."""
+"""Shared fixtures (tiny real image folders, configs written to disk, the real CLI) and the tiers.
+
+Tiers: `pytest --tier fast` runs the edit loop (tests marked `fast`, and the doctests), plain
+`pytest` the default tier (every test not marked `slow`), `--tier slow` the slow one, `--tier all`
+both; `-n auto` spreads any of them over the cores, and tests named by node id run in any tier.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,73 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SHAPES = ("disc", "square", "cross", "bar")
+TIERS = ("fast", "default", "slow", "all")
+# Session fixtures that train: a test using one is never in the fast tier.
+TRAINING_FIXTURES = {"trained_run", "exports", "finished_sweep"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--tier",
+        choices=TIERS,
+        default=None,
+        help="fast: the edit loop; default (the default): all but slow; slow; all. "
+        "With -m and no --tier: all, filtered by -m.",
+    )
+
+
+def _tier(config: pytest.Config) -> str:
+    """--tier, else `all` when tests are picked by marker or node id, else `default`."""
+    chosen = config.getoption("tier")
+    if chosen:
+        return chosen
+    by_name = any("::" in arg for arg in config.args)
+    return "all" if config.option.markexpr or by_name else "default"
+
+
+# Doctests that train a stage: in the default tier, not the edit loop.
+TRAINING_DOCTESTS = {"tlcli.train.stages"}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if isinstance(item, pytest.DoctestItem) and item.name not in TRAINING_DOCTESTS:
+        item.add_marker(pytest.mark.fast)  # doctests keep to tiny examples
+
+
+def _in_tier(item: pytest.Item, tier: str) -> bool:
+    slow, fast = item.get_closest_marker("slow"), item.get_closest_marker("fast")
+    if slow and fast:
+        raise pytest.UsageError(f"{item.nodeid}: marked both fast and slow")
+    if fast and TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+        raise pytest.UsageError(f"{item.nodeid}: marked fast but uses a fixture that trains")
+    return {
+        "fast": bool(fast),
+        "default": not slow,
+        "slow": bool(slow),
+        "all": True,
+    }[tier]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tier = _tier(config)
+    kept, dropped = [], []
+    for item in items:
+        (kept if _in_tier(item, tier) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def assert_plot(path: Path) -> None:
+    """`path` is a whole PNG file of a figure with something drawn on it: at least 1% of its
+    pixels differ from the background (its most common colour)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path}: {image.format}"
+        assert min(image.size) >= 100, f"{path}: {image.size}"
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    drawn = 1 - counts.max() / len(pixels)
+    assert len(colours) > 1 and drawn >= 0.01, f"{path}: {drawn:.2%} of its pixels drawn"
 
 
 def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:

@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 
 @pytest.fixture
 def benchmarks(monkeypatch):

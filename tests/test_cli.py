@@ -31,6 +31,7 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.fast
 def test_every_command_help_shows_an_example(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0
@@ -38,6 +39,7 @@ def test_every_command_help_shows_an_example(cli, command):
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
+@pytest.mark.fast
 def test_help_names_arguments_in_capitals_and_shows_no_type_for_flags(cli, command, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     result = cli(*command.split(), "--help")
@@ -50,6 +52,7 @@ def test_help_names_arguments_in_capitals_and_shows_no_type_for_flags(cli, comma
         assert arguments == ["CONFIG"]
 
 
+@pytest.mark.fast
 def test_top_level_help_lists_every_command_and_version(cli):
     import typer
 
@@ -80,6 +83,7 @@ def _help_texts(command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ..
     return texts
 
 
+@pytest.mark.fast
 def test_help_shows_every_bracketed_word_it_was_written_with(cli, monkeypatch):
     """Typer renders help as rich markup, where `[doctor]` is a style tag and vanishes unless
     written `\\[doctor]`: every bracketed text of every help must show in --help."""
@@ -103,12 +107,14 @@ def test_help_shows_every_bracketed_word_it_was_written_with(cli, monkeypatch):
     assert not missing, missing
 
 
+@pytest.mark.fast
 def test_resume_and_overwrite_exclude_each_other(image_folder, write_config, cli):
     result = cli("run", write_config(config_dict(image_folder)), "--resume", "--overwrite")
     assert result.exit_code == 2
     assert "exclude each other" in result.output
 
 
+@pytest.mark.fast
 def test_unknown_option_is_a_usage_error(image_folder, write_config, cli):
     config = write_config(config_dict(image_folder))  # a valid config: only the option is wrong
     result = cli("run", config, "--bogus")
@@ -117,6 +123,7 @@ def test_unknown_option_is_a_usage_error(image_folder, write_config, cli):
     assert not (image_folder.parent / "runs").exists(), "nothing ran"
 
 
+@pytest.mark.fast
 def test_preflight_finds_leaks_duplicates_and_bad_files(tmp_path, write_config, cli):
     root = make_image_folder(tmp_path / "data", {"train": 6, "val": 3})
     leaked = root / "val" / "disc" / "000.jpg"
@@ -135,6 +142,7 @@ def test_preflight_finds_leaks_duplicates_and_bad_files(tmp_path, write_config, 
     assert not (tmp_path / "runs").exists(), "preflight writes nothing"
 
 
+@pytest.mark.fast
 def test_preflight_reads_at_80_columns_and_counts_usable_images(
     tmp_path, write_config, cli, monkeypatch
 ):
@@ -156,6 +164,7 @@ def test_preflight_reads_at_80_columns_and_counts_usable_images(
     assert "2 problem(s) found" in result.output
 
 
+@pytest.mark.fast
 def test_preflight_on_a_clean_dataset(image_folder, write_config, cli):
     result = cli("preflight", write_config(config_dict(image_folder)), "--strict")
     assert result.exit_code == 0, result.output
@@ -176,6 +185,7 @@ TENSORFLOW_FREE_IMPORTS = {
 }
 
 
+@pytest.mark.fast
 def test_modules_on_paths_without_tensorflow_import_none():
     probe = (
         "import importlib, sys\n"

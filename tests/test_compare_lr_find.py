@@ -9,9 +9,12 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from conftest import config_dict, words
+from conftest import assert_plot, config_dict, words
+
+from tlcli.experiments.lr_suggest import suggest
 
 
 def test_compare_two_runs_and_a_sweep(finished_sweep, trained_run, tmp_path, cli):
@@ -33,7 +36,7 @@ def test_compare_two_runs_and_a_sweep(finished_sweep, trained_run, tmp_path, cli
     assert {"model.weights", "model.head.dropout", "finetune.accuracy"} <= set(table[0])
     scores = [float(row["finetune.val_accuracy"]) for row in table]
     assert scores == sorted(scores, reverse=True)
-    assert chart.stat().st_size > 0
+    assert_plot(chart)
 
     as_json = cli("compare", str(runs / "t*"), "--format", "json", "--per-class")
     listed = json.loads(as_json.output[as_json.output.index("{") :])["runs"]
@@ -48,10 +51,13 @@ def test_lr_find_writes_its_curve_and_a_rate_within_the_range(image_folder, writ
     assert result.exit_code == 0, result.output
     run = image_folder.parent / "runs" / "t"
     record = json.loads((run / "lr_find" / "finetune.json").read_text())
-    assert 1e-5 <= record["suggestion"] <= 1
+    rates = record["rates"]  # 1e-5 to 1 in 30 geometric steps, until the loss diverged
+    assert 10 <= len(rates) <= 30
+    np.testing.assert_allclose(rates, np.geomspace(1e-5, 1, 30)[: len(rates)], rtol=1e-6)
+    judged = suggest(rates, record["losses"])  # the curve recorded is the one judged
+    assert (record["suggestion"], record["rule"]) == (judged.rate, judged.why)
     assert f"{record['suggestion']:.2g}" in result.output and record["rule"] in words(result.output)
-    assert (run / "lr_find" / "finetune.png").stat().st_size > 0
-    assert len(record["rates"]) <= 30 and record["rates"] == sorted(record["rates"])
+    assert_plot(run / "lr_find" / "finetune.png")
     assert not (run / "finetune").exists(), "the range test trains nothing it keeps"
 
 

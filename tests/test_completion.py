@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from tlcli.cli import app
 from tlcli.cli.completion import complete_config_file, complete_set_key, config_keys
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 TLCLI = Path(sysconfig.get_path("scripts")) / "tlcli"
 COMPLETE_VAR = "_TLCLI_COMPLETE"
 

@@ -9,6 +9,8 @@ from conftest import config_dict, run_subprocess
 from tlcli.config import load_config
 from tlcli.errors import ConfigError
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 
 def _error_line(result) -> str:
     """The single error line of a failed command (CliRunner mixes stderr into output)."""

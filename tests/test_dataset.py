@@ -15,6 +15,8 @@ from tlcli.data.folders import carve_splits, scan_folder
 from tlcli.data.stage_data import find_splits
 from tlcli.errors import DataError
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 
 def _assignment(folder, val=0.2, test=0.1, seed=3):
     splits = carve_splits(folder, val=val, test=test, seed=seed)

@@ -144,6 +144,7 @@ def _run_workers(
 # --------------------------------------------------------------------------------- TF_CONFIG
 
 
+@pytest.mark.fast
 def test_tf_config_is_read_and_the_chief_is_worker_0():
     text = _tf_config([2222, 2223], 1)
     cluster, task = read_tf_config(text)
@@ -165,6 +166,7 @@ def test_tf_config_is_read_and_the_chief_is_worker_0():
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "0 to 0"),
     ],
 )
+@pytest.mark.fast
 def test_a_bad_tf_config_is_a_config_error(text, message):
     with pytest.raises(ConfigError, match=message):
         read_tf_config(text)
@@ -181,6 +183,7 @@ def test_multi_worker_without_tf_config_exits_2_with_an_example(tmp_path, write_
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.fast
 def test_tpu_without_a_reachable_tpu_is_a_run_error(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
     monkeypatch.setattr(distribute, "_started", None)  # as in a fresh process

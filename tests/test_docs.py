@@ -13,6 +13,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 

@@ -275,6 +275,7 @@ def test_force_keeps_an_export_that_fails_its_check_and_says_so(
     assert parity["passed"] is True and parity["forced"] is False
 
 
+@pytest.mark.fast
 def test_each_format_and_quantize_mode_has_its_tolerance():
     """Float exports are held to max |dp|; quantized ones to top-1 agreement, so a float16 file
     whose probabilities move by a few hundredths but whose answers all agree passes, and one
@@ -373,6 +374,7 @@ def test_a_stage_folder_exports_that_stage(trained_run, cli, tmp_path):
     assert wrong.exit_code == 2 and "is the finetune stage, not unfreeze" in words(wrong.output)
 
 
+@pytest.mark.fast
 def test_export_needs_a_run_directory(cli, tmp_path):
     result = cli("export", tmp_path, "--format", "keras")
     assert result.exit_code == 2 and "not a run directory" in result.output

@@ -33,6 +33,7 @@ UMASKS = [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)]  # (umask, file mode, fo
 
 
 @pytest.mark.parametrize(("mask", "file_mode", "folder_mode"), UMASKS)
+@pytest.mark.fast
 def test_atomic_files_and_folders_follow_the_umask(tmp_path, mask, file_mode, folder_mode):
     with umask(mask):
         write_text(tmp_path / "labels.txt", "cat\n")
@@ -102,6 +103,7 @@ def _check_modes(root: Path, names: tuple[str, ...], file_mode: int, folder_mode
     assert set(folders.values()) <= {folder_mode}, folders
 
 
+@pytest.mark.fast
 def test_rows_read_from_a_cache_are_its_rows_in_any_order_and_part(tmp_path):
     rng = np.random.default_rng(0)
     values = rng.integers(0, 255, (3, 50, 4, 4, 3), dtype=np.uint8)  # (views, rows, sample)
@@ -125,6 +127,7 @@ def rss_file_kb() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+@pytest.mark.fast
 def test_reading_a_cache_in_batches_leaves_its_pages_out_of_the_processs_rss(tmp_path):
     rows, row_shape = 512, (64, 64, 3)  # 6 MB
     with RowWriter(tmp_path / "cache.npy", np.uint8, (rows, *row_shape)) as writer:

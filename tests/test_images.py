@@ -9,6 +9,8 @@ from PIL import Image
 
 from tlcli.data.images import decode_image, list_files
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def odd_folder(tmp_path_factory):

@@ -318,6 +318,7 @@ def test_doctor_reports_one_image_under_two_labels_as_a_label_conflict(tmp_path,
     assert "same image, two labels" in words(result.output)
 
 
+@pytest.mark.fast
 def test_outliers_include_blank_frames_however_close_to_each_other():
     """Pooled features of blank frames are weak, and alike: each is the others' nearest image,
     so the distance to the nearest images alone missed all three."""
@@ -348,6 +349,7 @@ def test_doctor_on_one_class_says_what_it_cannot_check(tmp_path, write_config, c
     assert "label errors need two classes" in words(result.output)
 
 
+@pytest.mark.fast
 def test_label_issues_with_one_image_in_a_class_say_so_and_check_the_rest():
     from tlcli.insight.label_issues import find_label_issues
 
@@ -363,6 +365,7 @@ def test_label_issues_with_one_image_in_a_class_say_so_and_check_the_rest():
     assert {3, 205} <= set(found.rows.tolist())
 
 
+@pytest.mark.fast
 def test_doctor_without_its_extra_names_it(tmp_path, write_config, cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "cleanlab", None)  # import cleanlab now fails
     data = _colour_folder(tmp_path / "data", {"train": 2})

@@ -7,7 +7,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
 
 PACKAGE = REPO / "tlcli"
 ROOT = "(root)"  # errors, console, files, rundir, bases: every package may use them

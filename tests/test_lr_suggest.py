@@ -8,6 +8,8 @@ import pytest
 
 from tlcli.experiments.lr_suggest import suggest
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 RATES = np.geomspace(1e-7, 1, 100)  # lr-find's default range and steps
 DECADE = np.log10(RATES)
 

@@ -30,6 +30,7 @@ def _rates(schedule, steps):
     return [float(schedule(step)) for step in steps]
 
 
+@pytest.mark.fast
 def test_inverse_time_exponential_and_step_schedules_follow_their_formulas():
     lr0, per_epoch = 0.1, 10
     inverse = make_schedule(ScheduleConfig(name="inverse_time", decay_rate=0.5), lr0, per_epoch, 5)
@@ -41,6 +42,7 @@ def test_inverse_time_exponential_and_step_schedules_follow_their_formulas():
     assert make_schedule(ScheduleConfig(), lr0, 10, 5) == lr0
 
 
+@pytest.mark.fast
 def test_cosine_decays_over_the_whole_stage_after_its_warm_up():
     lr0, per_epoch, epochs = 0.01, 10, 5  # 50 steps
     plain = make_schedule(ScheduleConfig(name="cosine", alpha=0.1), lr0, per_epoch, epochs)
@@ -63,6 +65,7 @@ def test_cosine_decays_over_the_whole_stage_after_its_warm_up():
         ({"name": "adam", "clipnorm": 1.0}, "Adam", {"clipnorm": 1.0}),
     ],
 )
+@pytest.mark.fast
 def test_optimizers_beyond_adam_get_their_settings(settings, kind, attributes):
     optimizer = make_optimizer(OptimizerConfig(**settings), ScheduleConfig(), 10, 2)
     assert type(optimizer).__name__ == kind
@@ -72,6 +75,7 @@ def test_optimizers_beyond_adam_get_their_settings(settings, kind, attributes):
         assert optimizer.nesterov is True
 
 
+@pytest.mark.fast
 def test_label_smoothing_is_in_the_loss():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Softmax()])
     confident = np.array([[20.0, -20.0]])  # softmax: [1, 0], a perfect prediction
@@ -172,6 +176,7 @@ def test_unfreeze_train_bn_moves_batchnorm_statistics(image_folder, write_config
 
 
 @pytest.mark.parametrize("base", ["densenet121", "efficientnet_b0", "vgg16", "mobilenet_v2"])
+@pytest.mark.fast
 def test_preprocessing_layers_equal_the_applications_own(base):
     """tlcli rebuilds each base's preprocess_input from plain layers: same numbers."""
     modules = {
@@ -188,6 +193,7 @@ def test_preprocessing_layers_equal_the_applications_own(base):
     np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.fast
 def test_rotation_crop_and_contrast_augment_every_epoch_reproducibly():
     augment = AugmentConfig(rotation=0.1, crop=0.2, contrast=0.3)
     kinds = [type(layer).__name__ for layer in augmentation_layers(augment, (16, 16), 0)]

@@ -88,6 +88,7 @@ def test_unfreeze_follows_its_own_policy_whatever_finetune_saved(image_folder, w
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.fast
 def test_follow_policy_keeps_preprocessing_and_softmax_in_float32():
     base = build_base_with_weights("resnet50", (32, 32), "none")
     model = build_classifier(base, 3, HeadConfig(dense=[8]), "avg", "resnet50", base_training=False)

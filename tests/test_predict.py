@@ -154,6 +154,7 @@ def test_exit_codes_when_images_cannot_be_read(trained_run, cli, broken, tmp_pat
     assert cli("predict", trained_run, image, "--strict", "-q").exit_code == 0
 
 
+@pytest.mark.fast
 def test_images_stream_in_batches_in_order(tmp_path):
     """No TensorFlow: a stand-in classifier records the batches it is given."""
     paths = []

@@ -13,6 +13,8 @@ from conftest import REPO, SHARED
 
 from tlcli.config import load_config
 
+pytestmark = pytest.mark.fast  # the edit loop's tier (tests/conftest.py)
+
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
@@ -31,9 +33,11 @@ def test_readme_opens_with_exactly_two_commands():
     assert "pytest" in install_and_test
 
 
-def test_ci_runs_the_readme_test_command():
-    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert _top_commands()[1] in ci
+def test_ci_runs_the_readme_test_command_then_the_slow_tier():
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert "-n auto" in _top_commands()[1], "the README's command spreads the tests over the cores"
+    at = ci.index(_top_commands()[1])  # a whole line of its own, verbatim
+    assert ".venv/bin/pytest -n auto --tier slow" in ci[at + 1 :]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import config_dict, make_image_folder, run_subprocess, words
+from conftest import assert_plot, config_dict, make_image_folder, run_subprocess, words
 from odd_images import ODD_FILES, write_odd_files
 from PIL import Image
 
@@ -42,7 +42,8 @@ def test_run_leaves_the_documented_run_directory(image_folder, write_config, cli
         folder = run / stage
         for name in ("model.keras", "history.csv", "curves.png", "labels.txt", "metrics.json"):
             assert (folder / name).is_file(), f"{stage}/{name}"
-        assert (folder / "confusion_matrix.png").is_file()
+        assert_plot(folder / "confusion_matrix.png")
+        assert_plot(folder / "curves.png")
         assert any((folder / "logs").rglob("*tfevents*")), "TensorBoard logs"
         assert not (folder / "backup").exists(), "backups are removed once a stage finishes"
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -121,6 +122,7 @@ def test_existing_run_is_never_silently_overwritten(image_folder, write_config, 
     assert "served holds an export of a removed stage" in words(overwritten.output)
 
 
+@pytest.mark.fast
 def test_unfreeze_needs_a_finished_finetune(image_folder, write_config, cli):
     path = write_config(config_dict(image_folder, unfreeze={"layers": 2}))
     result = cli("unfreeze", path)
@@ -266,5 +268,10 @@ def test_stages_are_plain_python_functions(image_folder, write_config):
     result = stages.finetune(cfg, console=Console(quiet=True))
     assert result.model_path.is_file() and result.epochs == 1
     metrics = stages.evaluate(cfg, console=Console(quiet=True))
-    assert metrics["stage"] == "finetune" and 0 <= metrics["accuracy"] <= 1
+    assert metrics["stage"] == "finetune"
+    matrix = np.asarray(metrics["confusion_matrix"])  # the returned numbers are the saved ones
+    assert matrix.sum() == 12 and metrics["accuracy"] == pytest.approx(
+        np.trace(matrix) / 12, abs=1e-4
+    )
+    assert metrics == json.loads((cfg.run_dir / "finetune" / "metrics.json").read_text())
     shutil.rmtree(cfg.run_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import config_dict, run_on_a_terminal, run_subprocess, words
+from conftest import assert_plot, config_dict, run_on_a_terminal, run_subprocess, words
 
 SPACE = {
     "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)",
@@ -43,6 +43,7 @@ def _sweep_config(root: Path, trials: int = 3, epochs: int = 2, **sweep) -> dict
         ("finetune.epochs=normal(3)", "not a search space"),
     ],
 )
+@pytest.mark.fast
 def test_a_bad_space_is_one_line_before_any_trial(
     image_folder, write_config, cli, param, words_expected
 ):
@@ -72,7 +73,7 @@ def test_sweep_writes_trials_results_and_a_best_config_that_reproduces(finished_
         assert (trial / "finetune" / "model.keras").is_file()
     assert len(list((finished_sweep / "cache").glob("features-finetune-train-*.npy"))) == 1
     assert (finished_sweep / "results.csv").read_text().count("\n") == 5
-    assert (finished_sweep / "sweep.png").stat().st_size > 0
+    assert_plot(finished_sweep / "sweep.png")
     assert best["eval_accuracy"] is not None, "the best trial is evaluated"
 
     # `tlcli run best.yaml` (done by the fixture) trains the best trial's model again
@@ -121,6 +122,7 @@ def test_a_run_never_writes_into_a_sweep_folder_nor_a_sweep_into_a_run_folder(
     assert (run / "finetune" / "model.keras").is_file() and not (run / "trials").exists()
 
 
+@pytest.mark.fast
 def test_without_optuna_sweep_names_the_extra(image_folder, write_config, tmp_path):
     blocker = tmp_path / "no_optuna"
     blocker.mkdir()
@@ -206,6 +208,7 @@ def test_two_processes_share_one_study_and_run_no_trial_twice(image_folder, writ
     assert all(any(line.startswith("trial ") for line in out.splitlines()) for out in outputs)
 
 
+@pytest.mark.fast
 def test_the_pruner_stops_a_trial_after_the_epoch_it_judges_hopeless():
     import keras
     import numpy as np
@@ -225,6 +228,7 @@ def test_the_pruner_stops_a_trial_after_the_epoch_it_judges_hopeless():
 @pytest.mark.parametrize(
     ("pruner", "expected"), [("none", "NopPruner"), ("median", "MedianPruner")]
 )
+@pytest.mark.fast
 def test_the_configured_pruner_is_the_studys(
     image_folder, write_config, tmp_path, pruner, expected
 ):
@@ -236,6 +240,7 @@ def test_the_configured_pruner_is_the_studys(
     assert type(study.pruner).__name__ == expected
 
 
+@pytest.mark.fast
 def test_an_unreachable_storage_is_one_line(image_folder, write_config, cli, tmp_path):
     path = write_config(_sweep_config(image_folder))
     url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
@@ -245,6 +250,7 @@ def test_an_unreachable_storage_is_one_line(image_folder, write_config, cli, tmp
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.fast
 def test_a_sweep_section_and_a_shared_cache_leave_stage_fingerprints_alone(
     image_folder, write_config, tmp_path
 ):

@@ -12,7 +12,8 @@
 Trials run in this process one after another, sharing TensorFlow, the decoded images, the
 cached features and the frozen base. Several processes may work on one study (same storage,
 mode resume): each takes the next trial until the budget is reached, then waits for the trials
-still running elsewhere, and writes the results.
+still running elsewhere. The first process to get there writes the results; the others find
+them written (a lock in the sweep folder keeps them apart) and say so.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from tlcli.console import Console
 from tlcli.errors import ConfigError
 from tlcli.experiments import study as studies
 from tlcli.experiments.names import short_names
-from tlcli.experiments.results import write_results
+from tlcli.experiments.results import trial_rows, write_results
 from tlcli.experiments.space import grid_space, suggest, trial_config
-from tlcli.files import write_json, write_text
+from tlcli.files import exclusive_lock, read_json, write_json, write_text
 from tlcli.rundir import LOG_FILE, SWEEP_RECORD, Mode, RunDir
 from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.evaluation import evaluate
@@ -91,10 +92,15 @@ def sweep(
     RunDir(folder).check_not_a_run()
     if mode == "overwrite":
         _clear_sweep_folder(folder, keep_study=storage is not None)
-    store = studies.open_storage(storage, folder)
-    study = studies.open_study(cfg, store, mode)
-    import_tensorflow()  # quietly, before anything below imports Keras
+    store = studies.open_storage(storage, folder, cfg.sweep.stale_after)
+    patience = cfg.sweep.stale_after
+    study = studies.patient(lambda: studies.open_study(cfg, store, mode), patience)
     budget = _budget(cfg)
+    if write_summary and _finished(study, budget) and _results_written(cfg, study, folder):
+        console.result(f"the sweep {cfg.name} is complete: results in {folder / 'results.csv'}")
+        results = read_json(folder / "results.json")
+        return SweepResult(folder, 0, results["trials"], results["best"])
+    import_tensorflow()  # quietly, before anything below imports Keras
     write_json(
         folder / SWEEP_RECORD,
         {"name": cfg.name, "metric": cfg.sweep.metric, "trials": budget, "storage": storage or
@@ -115,14 +121,38 @@ def sweep(
         )
     helpers = _start_helpers(cfg, folder, storage, workers - 1)
     try:
-        trials_run = _run_trials(cfg, study, budget, folder, console)
+        trials_run = _run_trials(cfg, study, store, budget, folder, console)
     finally:
         for helper in helpers:
             helper.wait()
     if not write_summary:
         return SweepResult(folder, trials_run, [], None)
-    rows, best = write_results(cfg, study, folder, console)
+    with exclusive_lock(folder / "results.lock"):
+        if _results_written(cfg, study, folder):
+            console.info(f"results written by another process: {folder / 'results.csv'}")
+            results = read_json(folder / "results.json")
+            return SweepResult(folder, trials_run, results["trials"], results["best"])
+        rows, best = studies.patient(lambda: write_results(cfg, study, folder, console), patience)
     return SweepResult(folder, trials_run, rows, best)
+
+
+def _finished(study, budget: int) -> bool:
+    """The budget is reached and no trial runs or waits."""
+    TrialState = studies.import_optuna().trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
+        return False
+    return len(studies.counted(trials)) >= budget
+
+
+def _results_written(cfg: Config, study, folder: Path) -> bool:
+    """results.json lists the study's trials as they are now (number and state of each)."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return False
+    written = [(row["number"], row["state"]) for row in read_json(path)["trials"]]
+    now = [(row["number"], row["state"]) for row in trial_rows(cfg, study)]
+    return written == now
 
 
 def sweep_folder(cfg: Config) -> Path:
@@ -160,7 +190,7 @@ def _budget(cfg: Config) -> int:
     return min(cfg.sweep.trials, points)
 
 
-def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console) -> int:
+def _run_trials(cfg: Config, study, store, budget: int, folder: Path, console: Console) -> int:
     # Keras after import_tensorflow(): sweep's config errors load no TensorFlow
     from tlcli.model.weights import shared_frozen_bases
 
@@ -168,11 +198,15 @@ def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console)
 
     ran, waited = 0, False
     poll = max(1.0, min(5.0, cfg.sweep.stale_after / 4))
+    patience = cfg.sweep.stale_after
     with shared_frozen_bases():
         while True:
-            for number in studies.reclaim_dead_trials(study, cfg.sweep.stale_after):
+            dead = studies.patient(
+                lambda: studies.reclaim_dead_trials(study, store, cfg.sweep.stale_after), patience
+            )
+            for number in dead:
                 console.warn(f"trial {number}: its process stopped; re-queued with its values")
-            trials = study.get_trials(deepcopy=False)
+            trials = studies.patient(lambda: study.get_trials(deepcopy=False), patience)
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if not waiting and len(studies.counted(trials)) >= budget:
                 if not any(t.state == TrialState.RUNNING for t in trials):
@@ -183,11 +217,11 @@ def _run_trials(cfg: Config, study, budget: int, folder: Path, console: Console)
                 time.sleep(poll)
                 continue
             study.sampler = studies.make_sampler(cfg.sweep, cfg.seed, len(trials))
-            trial = study.ask()
-            if not _claim_slot(study, trial, budget):
+            trial = studies.patient(study.ask, patience)
+            if not studies.patient(_claim_slot, patience, study, trial, budget):
                 continue
             study.sampler = studies.make_sampler(cfg.sweep, cfg.seed, trial.number)
-            _one_trial(cfg, study, trial, budget, folder, console)
+            _one_trial(cfg, study, store, trial, budget, folder, console)
             ran += 1
 
 
@@ -217,43 +251,69 @@ def _tell(study, trial, value: float | None, state) -> None:
             raise
 
 
-def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Console) -> None:
+def _one_trial(
+    cfg: Config, study, store, trial, budget: int, folder: Path, console: Console
+) -> None:
     # Keras after import_tensorflow(): sweep's config errors load no TensorFlow
     from tlcli.experiments.trial import run_trial
 
     TrialState = studies.import_optuna().trial.TrialState
+    patience = cfg.sweep.stale_after
 
     number = studies.slot(trial)
-    values = suggest(trial, cfg.sweep.params)
+    values = studies.patient(lambda: suggest(trial, cfg.sweep.params), patience)
     trial_cfg = trial_config(cfg, values, folder / "trials", f"{number:04d}")
-    trial.set_user_attr("folder", str(trial_cfg.run_dir))
-    trial.set_user_attr("values", values)
+    studies.patient(lambda: _set_attrs(trial, folder=str(trial_cfg.run_dir), values=values),
+                    patience)  # fmt: skip
     log = trial_cfg.run_dir / LOG_FILE
     log.parent.mkdir(parents=True, exist_ok=True)
+    beat = studies.heartbeat_interval(cfg.sweep.stale_after)
     try:
-        with studies.heartbeat(trial, max(1.0, cfg.sweep.stale_after / 6)), log.open("a") as out:
-            outcome = run_trial(trial_cfg, trial, values, cfg.sweep.metric, Console(True, file=out))
+        with studies.heartbeat(study, trial, store, beat, patience), log.open("a") as out:
+            reporting = studies.PatientTrial(trial, patience)
+            outcome = run_trial(
+                trial_cfg, reporting, values, cfg.sweep.metric, Console(True, file=out)
+            )
     except KeyboardInterrupt:
         # Interrupted work resumes: the trial goes back in the queue with its values.
         _tell(study, trial, None, TrialState.FAIL)
         retry = {"retry_of": trial.number, "slot": number}
         study.enqueue_trial(values_of(trial), user_attrs=retry, skip_if_exists=False)
         raise
-    trial.set_user_attr("seconds", outcome.seconds)
-    if outcome.error:
-        trial.set_user_attr("error", outcome.error)
+    if _failed_elsewhere(study, trial, patience):
+        console.warn(
+            f"trial {trial.number}: another process found its heartbeat stale and re-queued it; "
+            "this result is dropped"
+        )
+        return
+    attrs = {"seconds": outcome.seconds, **({"error": outcome.error} if outcome.error else {})}
+    studies.patient(lambda: _set_attrs(trial, **attrs), patience)
     if outcome.state == "complete" and cfg.sweep.evaluate == "all":
         _evaluate(trial_cfg)
     state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(
         outcome.state, TrialState.FAIL
     )
-    _tell(study, trial, outcome.value if state == TrialState.COMPLETE else None, state)
+    value = outcome.value if state == TrialState.COMPLETE else None
+    studies.patient(lambda: _tell(study, trial, value, state), patience)
     shown = "failed: " + outcome.error if outcome.error else _score(cfg, outcome)
+    trials = studies.patient(lambda: study.get_trials(deepcopy=False), patience)
     console.result(
-        f"trial {number:04d} ({len(studies.counted(study.get_trials(deepcopy=False)))}/{budget}) "
+        f"trial {number:04d} ({len(studies.counted(trials))}/{budget}) "
         f"{_values_text(values)} -> {shown} ({outcome.seconds:.1f}s)",
         tone="bad" if outcome.error else "plain",
     )
+
+
+def _failed_elsewhere(study, trial, patience: float) -> bool:
+    """Whether another process failed this running trial (its heartbeat went stale: this
+    process lost the database for longer than stale_after)."""
+    trials = studies.patient(lambda: study.get_trials(deepcopy=False), patience)
+    return trials[trial.number].state.is_finished()
+
+
+def _set_attrs(trial, **attrs: Any) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 def values_of(trial) -> dict[str, Any]:

@@ -11,7 +11,8 @@ read becomes a grey square, never an error.
 >>> Image.new("RGB", (60, 40), "red").save(folder / "a.png")
 >>> draw_contact_sheet([Tile([folder / "a.png"], ["a.png", "cat -> dog 0.91"])],
 ...                    folder / "sheet.png", "1 error")
->>> Image.open(folder / "sheet.png").size
+>>> with Image.open(folder / "sheet.png") as sheet:
+...     sheet.size
 (140, 200)
 """
 
