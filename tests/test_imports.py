@@ -15,7 +15,10 @@ PACKAGE = REPO / "tlcli"
 # module -> the names it imports inside a function (a module imported whole by its own name)
 ALLOWED_IN_FUNCTIONS = {
     "tlcli.bases": {"keras"},
-    "tlcli.experiments.study": {"optuna"},
+    "tlcli.experiments.study": {
+        "optuna", "IntegrityError", "ProgrammingError", "psycopg", "InterfaceError",
+        "OperationalError",
+    },
     "tlcli.experiments.sweep": {"shared_frozen_bases", "run_trial"},
     "tlcli.train.calibration": {
         "keras", "keep_output_weights", "scale_logits", "has_tta", "rewrapped",

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from tlcli.config import Config
 from tlcli.console import Console
 from tlcli.errors import ConfigError
@@ -33,7 +35,7 @@ from tlcli.experiments import study as studies
 from tlcli.experiments.names import short_names
 from tlcli.experiments.results import trial_rows, write_results
 from tlcli.experiments.space import grid_space, suggest, trial_config
-from tlcli.files import exclusive_lock, read_json, write_json, write_text
+from tlcli.files import read_json, write_json, write_text
 from tlcli.rundir import LOG_FILE, SWEEP_RECORD, Mode, RunDir
 from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.evaluation import evaluate
@@ -127,7 +129,7 @@ def sweep(
             helper.wait()
     if not write_summary:
         return SweepResult(folder, trials_run, [], None)
-    with exclusive_lock(folder / "results.lock"):
+    with FileLock(folder / "results.lock"):  # one process writes the results
         if _results_written(cfg, study, folder):
             console.info(f"results written by another process: {folder / 'results.csv'}")
             results = read_json(folder / "results.json")
