@@ -170,15 +170,20 @@ def test_relative_paths_resolve_from_the_working_directory(image_folder, tmp_pat
 
 
 def test_config_errors_do_not_load_tensorflow(image_folder, write_config):
-    """`tlcli config` and config errors must stay instant: TensorFlow is never imported."""
+    """A config error stays instant in every command that reads a config: no TensorFlow."""
     path = write_config(config_dict(image_folder, finetune={"epochs": 0}))
+    commands = ["config", "run", "pretrain", "finetune", "unfreeze", "evaluate", "lr-find"]
+    commands += ["sweep", "doctor", "preflight"]
     probe = (
         "import sys\n"
         "from tlcli.cli import app\n"
         "from typer.testing import CliRunner\n"
-        f"r = CliRunner().invoke(app, ['config', {str(path)!r}])\n"
-        "assert r.exit_code == 2, r.output\n"
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+        f"for command in {commands!r}:\n"
+        f"    r = CliRunner().invoke(app, [command, {str(path)!r}])\n"
+        "    assert r.exit_code == 2, (command, r.output)\n"
+        "    assert 'finetune.epochs' in r.output, (command, r.output)\n"
+        "    loaded = {'tensorflow', 'keras'} & set(sys.modules)\n"
+        "    assert not loaded, f'{command}: a config error loaded {loaded}'\n"
         "print('ok')\n"
     )
     import subprocess

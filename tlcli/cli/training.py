@@ -20,9 +20,20 @@ from tlcli.cli.app import (
     training_mode,
 )
 from tlcli.rundir import TARGET_STAGES
+from tlcli.runtime.startup import import_tensorflow
 
 # Typer checks (and completes) the values of a Literal option.
 TargetStage = Literal[TARGET_STAGES]
+
+
+def library():
+    """`tlcli.api`, with TensorFlow started quietly first (its start-up notices stay off the
+    terminal)."""
+    import_tensorflow()
+    # imported when the command runs: --help, completion and config errors load none of it
+    from tlcli import api
+
+    return api
 
 
 def _add_training_command(name: str, summary: str, example: str) -> None:
@@ -36,11 +47,9 @@ def _add_training_command(name: str, summary: str, example: str) -> None:
         overwrite: bool = OVERWRITE,
         quiet: bool = QUIET,
     ) -> None:
-        # imported when the command runs: --help and completion load none of it
-        from tlcli import api
-
         mode = training_mode(resume, overwrite)
-        getattr(api, name)(load(config, overrides), mode, make_console(quiet))
+        cfg = load(config, overrides)  # a config error costs no TensorFlow start-up
+        getattr(library(), name)(cfg, mode, make_console(quiet))
 
     command.__name__ = name  # the interrupt message names the command that continues it
     app.command(name=name, help=summary, epilog=f"Example: {example}")(handle_errors(command))
@@ -82,10 +91,8 @@ def evaluate(
 ) -> None:
     """Metrics per class, confusion matrix, calibration; errors.csv and a gallery of mistakes,
     MODEL_CARD.md, and the run's report.html."""
-    # imported when the command runs: --help and completion load none of it
-    from tlcli import api
-
-    api.evaluate(load(config, overrides), stage, make_console(quiet), calibrate=calibrate)
+    cfg = load(config, overrides)
+    library().evaluate(cfg, stage, make_console(quiet), calibrate=calibrate)
 
 
 _add_training_command(
