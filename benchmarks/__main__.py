@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from benchmarks.harness import RESULTS, BenchError, environment, note, write_result
+from benchmarks.harness import RESULTS, BenchError, BenchSkip, environment, note, write_result
 
 # name -> (module, what it measures). Modules are imported only for the suite that runs, so that
 # --help stays instant.
@@ -37,6 +37,10 @@ SUITES = {
     ),
     "backup": ("backup", "the per-epoch backup against Keras' save_weights / load_weights"),
     "sweep-cost": ("sweep_cost", "a head-only sweep against one `tlcli finetune`"),
+    "sweep-workers": (
+        "sweep_workers",
+        "trials per minute of one sweep shared by 1, 2, 3 workers through PostgreSQL",
+    ),
     "lr-find": ("lr_find", "lr-find's suggestion against the best of a grid of rates"),
     "export-quality": (
         "export_quality",
@@ -98,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as error:
         note(f"failed: {error}")
         return 1
+    except BenchSkip as reason:
+        note(f"skipped: {reason}")
+        return 0
     record = {
         "suite": name,
         "label": module.label(args),

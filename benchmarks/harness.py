@@ -43,6 +43,11 @@ class BenchError(Exception):
     """A step of a benchmark failed; the message says which and where its log is."""
 
 
+class BenchSkip(Exception):
+    """A suite cannot run on this machine (a program or driver is missing); the message says
+    what to install. Nothing is recorded."""
+
+
 def note(message: str) -> None:
     """Progress on stderr, so that stdout holds the suite's table only."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)

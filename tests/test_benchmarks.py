@@ -74,3 +74,19 @@ def test_a_result_records_its_machine_and_the_report_renders_the_newest(benchmar
     rendered = render_page(page, tmp_path)
     assert "22,222" in rendered and "11,111" not in rendered and "old" not in rendered
     assert f"commit {saved['commit']}" in rendered and saved["cpu"] in rendered
+
+
+def test_a_suite_whose_programs_are_missing_skips_with_one_line(benchmarks, monkeypatch, capsys):
+    import benchmarks.sweep_workers as suite
+    from benchmarks.__main__ import main
+
+    monkeypatch.setattr(suite, "postgres_bin", lambda: None)
+    monkeypatch.setitem(sys.modules, "psycopg", sys.modules.get("psycopg") or object())
+    before = sorted(REPO.glob("benchmarks/results/sweep-workers/*.json"))
+    assert main(["sweep-workers", "--synthetic"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "[bench] skipped: PostgreSQL is not installed (pg_ctl not found; Debian: apt install "
+        "postgresql)"
+    ]
+    assert sorted(REPO.glob("benchmarks/results/sweep-workers/*.json")) == before
