@@ -17,12 +17,12 @@ cost depends on sizes, not values; no data is read, so every run is synthetic.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.harness import median_seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,17 +55,6 @@ def build(base_name: str, size: int, trainable: str):
     return model
 
 
-def timed(action, repeats: int) -> float:
-    """Median seconds of `action()` over `repeats` calls, after one warm-up call."""
-    action()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def run(args: argparse.Namespace) -> dict:
     from tlcli.runtime.startup import import_tensorflow
 
@@ -73,6 +62,8 @@ def run(args: argparse.Namespace) -> dict:
     from tlcli.train.fitting import EpochBackup, backup_path, load_backup
 
     model = build(args.base, args.image_size, args.trainable)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         folder = Path(work)
         plain_file = folder / "plain.weights.h5"
@@ -81,14 +72,14 @@ def run(args: argparse.Namespace) -> dict:
         epoch = iter(range(10**6))
         results = {
             "save": (
-                timed(lambda: model.save_weights(plain_file), args.repeats),
-                timed(lambda: backup.on_epoch_end(next(epoch)), args.repeats),
+                median_seconds(lambda: model.save_weights(plain_file), args.repeats),
+                median_seconds(lambda: backup.on_epoch_end(next(epoch)), args.repeats),
             ),
         }
         tlcli_file = next((folder / "backup").glob("epoch-*.weights.h5"))
         results["load"] = (
-            timed(lambda: model.load_weights(plain_file), args.repeats),
-            timed(lambda: load_backup(model, tlcli_file), args.repeats),
+            median_seconds(lambda: model.load_weights(plain_file), args.repeats),
+            median_seconds(lambda: load_backup(model, tlcli_file), args.repeats),
         )
         sizes = plain_file.stat().st_size, tlcli_file.stat().st_size
         assert tlcli_file == backup_path(folder / "backup", next(epoch))  # one kept

@@ -17,8 +17,8 @@ from conftest import config_dict, words
 from PIL import Image
 
 from tlcli.data.images import decode_image
-from tlcli.insight.calibration import log_of, tempered
 from tlcli.serve.predictor import load_predictor
+from tlcli.train.calibration import log_of, tempered
 
 CLASSES = ["cross", "disc", "square"]
 
@@ -137,7 +137,8 @@ def test_unfreeze_after_calibrating_mixes_from_the_head_as_trained(trained_run, 
     scaled by calibration since."""
     import keras
 
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, output_layer
+    from tlcli.model.output_layer import output_layer
+    from tlcli.rundir import UNCALIBRATED_FILE
 
     run, config, _, found = _calibrate(trained_run, tmp_path, cli)
     assert abs(found["fitted"]["temperature"] - 1) > 1e-3  # else the two heads are one

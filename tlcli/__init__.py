@@ -4,6 +4,7 @@ The packages, from the top down (each imports only those below it; `data` and `m
 import each other):
 
     cli/        the command line: parses, loads the config, calls one function
+    api/        what each command does, as a plain function (stages, evaluation, reports)
     serve/      a trained run in use: predict, export, parity checks
     train/      the stages: pretrain, finetune, unfreeze, evaluate; fitting; the feature cache
     data/  model/  runtime/
@@ -15,13 +16,13 @@ import each other):
 Each package's `__init__` says what it may import, and `tests/test_layout.py` reads it there.
 The root helpers import no package, only one another (May import: the root helpers).
 
-Every stage is a plain function as well as a command::
+Every command is a plain function as well (`tlcli.api`), writing the same files::
 
     from tlcli.config import load_config
-    from tlcli import train
+    from tlcli import api
 
     cfg = load_config("configs/quickstart.yaml")
-    train.run_all(cfg)
+    api.run(cfg)
 """
 
 __version__ = "0.1.0"

@@ -1,15 +1,22 @@
 """The run directory: its layout, the stages it holds, and the rules that keep runs apart.
 
-Layout of `<output_dir>/<name>/`::
+Layout of `<output_dir>/<name>/` (each name below is a constant here, and no other module
+spells one)::
 
     config.yaml        the resolved config of the latest command
     versions.json      python, tensorflow, keras, tlcli
     labels.txt         the target classes, one per line, in output order
     data_report.json   class counts per split; every skipped or converted file and why
     split.csv          which file went to which split
+    report.html        the run's report page; log.txt, trial.json: a sweep trial's log and record
     cache/             decoded images and features, keyed by content (safe to delete)
+    doctor/            doctor.csv, summary.json and the contact sheets of `tlcli doctor`
     <stage>/           pretrain/, finetune/, unfreeze/: model.keras, labels.txt, history.csv,
-                       curves.png, logs/ (TensorBoard), stage.json, and while it runs, backup/
+                       curves.png, logs/ (TensorBoard), stage.json, search.json (a searched
+                       head), cached_top.keras; after evaluate metrics.json, predictions.npz,
+                       confusion_matrix.png, errors.csv, errors.png, reliability.png,
+                       MODEL_CARD.md; after calibrating calibration.json and
+                       uncalibrated_output.npz; and while it runs, backup/
     export/            exports (tlcli.serve.export), one folder each, its stage in export.json
     exports.json       exports written elsewhere (`output`), so that overwrite can name them
 
@@ -27,6 +34,9 @@ True
 Traceback (most recent call last):
 ...
 tlcli.errors.ConfigError: .../demo/finetune: finetune was interrupted; use mode='resume' to ...
+>>> run.set_stage_fact("finetune", "calibration", {"temperature": 1.5})
+>>> run.stage_state("finetune")["calibration"], run.read_stage_record("finetune", METRICS_FILE)
+({'temperature': 1.5}, None)
 """
 
 from __future__ import annotations
@@ -51,9 +61,58 @@ DOWNSTREAM = {
 }
 STAGES = tuple(DOWNSTREAM)  # in the order they run
 TARGET_STAGES = ("finetune", "unfreeze")  # trained on the target task: evaluated, predicted with
+
+# The run's own files
+CONFIG_FILE = "config.yaml"
+VERSIONS_FILE = "versions.json"
+LABELS_FILE = "labels.txt"  # in the run and in each stage
+DATA_REPORT_FILE = "data_report.json"
+SPLIT_FILE = "split.csv"
+REPORT_PAGE = "report.html"
+EXPORTS_RECORD = "exports.json"
+LOG_FILE = "log.txt"  # a sweep's, and each of its trials'
+TRIAL_RECORD = "trial.json"  # a sweep trial's parameters and outcome (tlcli.experiments.trial)
+CACHE_DIR = "cache"
+EXPORT_DIR = "export"
+DOCTOR_DIR = "doctor"
+DOCTOR_CSV = "doctor.csv"
+DOCTOR_SUMMARY = "summary.json"
+# The doctor's contact sheet of each kind of finding, in doctor/
+DOCTOR_SHEETS = {
+    "near-duplicates": "duplicates.png",
+    "label conflicts": "conflicts.png",
+    "likely label errors": "label_issues.png",
+    "outliers": "outliers.png",
+}
+
+# A stage's files
+STAGE_RECORD = "stage.json"
 MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.txt"
+HISTORY_FILE = "history.csv"
+CURVES_PLOT = "curves.png"
+SEARCH_RECORD = "search.json"  # what a finetune's head search compared and chose
+CACHED_TOP = "cached_top.keras"  # a cached stage's trained top, for evaluate
+LOGS_DIR = "logs"  # TensorBoard's
+BACKUP_DIR = "backup"  # per-epoch backups while the stage runs
+# an evaluation's: one of another split than the default has the split's name added
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"
+CONFUSION_PLOT = "confusion_matrix.png"
+ERRORS_CSV = "errors.csv"
+ERRORS_GALLERY = "errors.png"
+RELIABILITY_PLOT = "reliability.png"
+MODEL_CARD = "MODEL_CARD.md"
+CALIBRATION_RECORD = "calibration.json"
+UNCALIBRATED_FILE = "uncalibrated_output.npz"  # the output layer as trained, once calibrated
+
+# The files of an export folder, and of a stage for the Keras format
 EXPORT_INFO = "export.json"  # in every export folder: what was exported, from which stage
+MODEL_FILES = {
+    "keras": MODEL_FILE,
+    "savedmodel": "saved_model",
+    "tflite": "model.tflite",
+    "onnx": "model.onnx",
+}
 SWEEP_RECORD = "sweep.json"  # in every sweep folder: what is swept (tlcli.experiments.sweep)
 
 
@@ -98,18 +157,57 @@ class RunDir:
     def model_path(self, stage: str) -> Path:
         return self.stage_dir(stage) / MODEL_FILE
 
+    def file(self, name: str) -> Path:
+        """The run's file `name` (one of the names above)."""
+        return self.path / name
+
+    def stage_file(self, stage: str, name: str) -> Path:
+        """`stage`'s file `name` (one of the names above)."""
+        return self.stage_dir(stage) / name
+
     @property
     def cache_dir(self) -> Path:
-        return self.path / "cache"
+        return self.path / CACHE_DIR
 
     @property
     def export_dir(self) -> Path:
-        return self.path / "export"
+        return self.path / EXPORT_DIR
+
+    @property
+    def doctor_dir(self) -> Path:
+        return self.path / DOCTOR_DIR
 
     def stage_state(self, stage: str) -> dict | None:
         """The stage's stage.json, or None when the stage never started."""
-        path = self.stage_dir(stage) / "stage.json"
-        return read_json(path) if path.is_file() else None
+        return read_record(self.stage_dir(stage), STAGE_RECORD)
+
+    def set_stage_fact(self, stage: str, key: str, value: Any) -> None:
+        """Set `key` in the stage's stage.json (remove it when `value` is None)."""
+        state = self.stage_state(stage) or {}
+        state.pop(key, None)
+        if value is not None:
+            state[key] = value
+        write_json(self.stage_file(stage, STAGE_RECORD), state)
+
+    def read_stage_record(self, stage: str, name: str) -> Any:
+        """A JSON file of the stage (METRICS_FILE, SEARCH_RECORD, CALIBRATION_RECORD, ...), or
+        None when it is not there."""
+        return read_record(self.stage_dir(stage), name)
+
+    def write_stage_record(self, stage: str, name: str, content: Any) -> Path:
+        path = self.stage_file(stage, name)
+        write_json(path, content)
+        return path
+
+    def read_record(self, name: str) -> Any:
+        """A JSON file of the run (VERSIONS_FILE, DATA_REPORT_FILE, TRIAL_RECORD, ...), or None
+        when it is not there."""
+        return read_record(self.path, name)
+
+    def write_record(self, name: str, content: Any) -> Path:
+        path = self.file(name)
+        write_json(path, content)
+        return path
 
     def is_finished(self, stage: str) -> bool:
         state = self.stage_state(stage)
@@ -201,13 +299,13 @@ class RunDir:
             leftover.unlink()  # half-written files of a run that was killed while saving
         state = self.stage_state(stage) or {"started": _now()}
         state.update(status="running", fingerprint=fingerprint)
-        write_json(self.stage_dir(stage) / "stage.json", state)
+        write_json(self.stage_file(stage, STAGE_RECORD), state)
 
     def finish_stage(self, stage: str, summary: dict[str, Any]) -> None:
         """Mark a stage finished: called after its model.keras is in place."""
         state = self.stage_state(stage) or {}
         state.update(status="finished", finished=_now(), **summary)
-        write_json(self.stage_dir(stage) / "stage.json", state)
+        write_json(self.stage_file(stage, STAGE_RECORD), state)
 
     def check_upstream(self, stage: str, upstream: str, fingerprint: dict[str, Any]) -> None:
         """`stage` builds on `upstream`'s model: it must exist, from the same config."""
@@ -243,13 +341,12 @@ class RunDir:
         ]
         if any(e["stage"] in stages for e in elsewhere):
             kept = [e for e in elsewhere if e["stage"] not in stages]
-            write_json(self.path / "exports.json", kept)
+            self.write_record(EXPORTS_RECORD, kept)
         return removed
 
     def exports_elsewhere(self) -> list[dict[str, str]]:
         """Exports of this run written outside export/: [{"path", "stage"}, ...]."""
-        path = self.path / "exports.json"
-        return read_json(path) if path.is_file() else []
+        return self.read_record(EXPORTS_RECORD) or []
 
     def record_export(self, folder: Path, stage: str) -> None:
         """Remember an export of `stage` outside export/, for `remove_stages` to name."""
@@ -257,7 +354,14 @@ class RunDir:
         if folder.is_relative_to(self.export_dir.absolute()):
             return
         known = [e for e in self.exports_elsewhere() if e["path"] != str(folder)]
-        write_json(self.path / "exports.json", [*known, {"path": str(folder), "stage": stage}])
+        self.write_record(EXPORTS_RECORD, [*known, {"path": str(folder), "stage": stage}])
+
+
+def read_record(folder: Path, name: str) -> Any:
+    """The JSON file `name` in `folder` (a run's, a stage's, an export's), or None when it is
+    not there."""
+    path = folder / name
+    return read_json(path) if path.is_file() else None
 
 
 def _holds_export(entry: dict[str, str]) -> bool:

@@ -10,9 +10,9 @@ instant.
     completion.py  shell completion of config files and `--set` keys (Typer does the rest)
     experiments.py  sweep, compare, lr-find
 
-May import: `tlcli.experiments`, `tlcli.insight`, `tlcli.serve`, `tlcli.train`, `tlcli.data`,
-`tlcli.runtime`, `tlcli.config`, the root helpers. A command imports what it runs when it runs,
-so that `tlcli --help`, completion and config errors load no TensorFlow.
+May import: `tlcli.api`, `tlcli.experiments`, `tlcli.insight`, `tlcli.serve`, `tlcli.train`,
+`tlcli.data`, `tlcli.runtime`, `tlcli.config`, the root helpers. A command imports what it runs
+when it runs, so that `tlcli --help`, completion and config errors load no TensorFlow.
 """
 
 from __future__ import annotations

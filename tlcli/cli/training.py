@@ -1,4 +1,4 @@
-"""pretrain, finetune, unfreeze, run and evaluate: parse, load the config, call the stage."""
+"""pretrain, finetune, unfreeze, run and evaluate: parse, load the config, call `tlcli.api`."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ from tlcli.rundir import TARGET_STAGES
 TargetStage = Literal[TARGET_STAGES]
 
 
-def _add_training_command(name: str, function: str, summary: str, example: str) -> None:
-    """pretrain, finetune, unfreeze and run take the same options and differ in what they call."""
+def _add_training_command(name: str, summary: str, example: str) -> None:
+    """pretrain, finetune, unfreeze and run take the same options and call their `tlcli.api`
+    function."""
 
     def command(
         config: Path = CONFIG,
@@ -36,16 +37,10 @@ def _add_training_command(name: str, function: str, summary: str, example: str) 
         quiet: bool = QUIET,
     ) -> None:
         # imported when the command runs: --help and completion load none of it
-        from tlcli.train import stages
+        from tlcli import api
 
         mode = training_mode(resume, overwrite)
-        cfg, console = load(config, overrides), make_console(quiet)
-        getattr(stages, function)(cfg, mode, console)
-        if function == "run_all":  # run evaluates every trained stage: report on them
-            # imported when the command runs: --help and completion load none of it
-            from tlcli.insight.reports import write_reports
-
-            write_reports(cfg.run_dir, console=console)
+        getattr(api, name)(load(config, overrides), mode, make_console(quiet))
 
     command.__name__ = name  # the interrupt message names the command that continues it
     app.command(name=name, help=summary, epilog=f"Example: {example}")(handle_errors(command))
@@ -53,18 +48,15 @@ def _add_training_command(name: str, function: str, summary: str, example: str) 
 
 _add_training_command(
     "pretrain",
-    "pretrain",
     "Train the base network on the source task (the `pretrain` section) and save it for reuse.",
     "tlcli pretrain configs/quickstart.yaml --set pretrain.epochs=5",
 )
 _add_training_command(
     "finetune",
-    "finetune",
     "Freeze the base, put a new dense head on it, train the head on the target data.",
     "tlcli finetune configs/vgg16_imagenet.yaml --set finetune.epochs=3",
 )
 _add_training_command(
-    "unfreeze",
     "unfreeze",
     "Unfreeze the top of the finetuned base (BatchNorm stays frozen); train on at a low rate.",
     "tlcli unfreeze configs/vgg16_imagenet.yaml --set unfreeze.layers=4",
@@ -91,14 +83,13 @@ def evaluate(
     """Metrics per class, confusion matrix, calibration; errors.csv and a gallery of mistakes,
     MODEL_CARD.md, and the run's report.html."""
     # imported when the command runs: --help and completion load none of it
-    from tlcli.insight.reports import evaluate_and_report
+    from tlcli import api
 
-    evaluate_and_report(load(config, overrides), stage, make_console(quiet), calibrate=calibrate)
+    api.evaluate(load(config, overrides), stage, make_console(quiet), calibrate=calibrate)
 
 
 _add_training_command(
     "run",
-    "run_all",
     "Every stage the config defines, in order, then evaluate; finished stages skip on --resume.",
     "tlcli run configs/quickstart.yaml --resume",
 )

@@ -32,6 +32,7 @@ from tlcli.data.folders import Folder, Split, carve_splits, scan_folder
 from tlcli.data.image_cache import DecodedFolder, decode_folder
 from tlcli.errors import DataError
 from tlcli.files import write_json, write_text
+from tlcli.rundir import DATA_REPORT_FILE, SPLIT_FILE
 
 Progress = Callable[[str, int], Callable[[int], None]]
 IMBALANCE_RATIO = 3.0
@@ -120,8 +121,8 @@ def load_stage_data(
             decoded[folder.root] = decode_folder(folder, image_size, cache_dir, tick)
     ready = {name: _readable(split, decoded[split.folder.root]) for name, split in splits.items()}
     report = _report(classes, splits, ready, decoded)
-    write_json(report_dir / "data_report.json", report)
-    write_text(report_dir / "split.csv", _split_csv(splits, ready))
+    write_json(report_dir / DATA_REPORT_FILE, report)
+    write_text(report_dir / SPLIT_FILE, _split_csv(splits, ready))
     if require_trainable:
         _check_trainable(classes, ready, report_dir)
     if "val" in ready and len(ready["val"]) == 0:
@@ -148,7 +149,7 @@ def _check_trainable(classes: list[str], ready: dict[str, DecodedSplit], report_
     if empty:
         raise DataError(
             f"no readable training images for class {', '.join(empty)} "
-            f"(see {report_dir / 'data_report.json'})"
+            f"(see {report_dir / DATA_REPORT_FILE})"
         )
     if len(classes) < 2:
         raise DataError(f"only one class ({classes[0]}): a classifier needs at least two")

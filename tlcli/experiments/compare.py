@@ -27,8 +27,7 @@ from tlcli.config import flatten
 from tlcli.console import Console
 from tlcli.errors import ConfigError
 from tlcli.experiments.names import short_names
-from tlcli.files import read_json
-from tlcli.rundir import SWEEP_RECORD, TARGET_STAGES, RunDir
+from tlcli.rundir import CONFIG_FILE, METRICS_FILE, SWEEP_RECORD, TARGET_STAGES, RunDir
 from tlcli.train.plots import pyplot, save_figure
 
 # Keys that differ between any two runs without saying anything about them.
@@ -95,7 +94,7 @@ def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
 
 def is_run(folder: Path) -> bool:
     run = RunDir(folder)
-    return (folder / "config.yaml").is_file() and any(run.stage_state(s) for s in TARGET_STAGES)
+    return run.file(CONFIG_FILE).is_file() and any(run.stage_state(s) for s in TARGET_STAGES)
 
 
 def differing(configs: list[dict[str, Any]]) -> list[str]:
@@ -110,7 +109,7 @@ def differing(configs: list[dict[str, Any]]) -> list[str]:
 
 
 def _config_of(run: Path) -> dict[str, Any]:
-    return flatten(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
+    return flatten(yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")) or {})
 
 
 def _stage_columns(run: RunDir, per_class: bool) -> dict[str, Any]:
@@ -124,8 +123,7 @@ def _stage_columns(run: RunDir, per_class: bool) -> dict[str, Any]:
         if "stage_finished_at" in timings and "stage_started_at" in timings:
             seconds = round(timings["stage_finished_at"] - timings["stage_started_at"], 1)
         columns[f"{stage}.val_accuracy"] = _round(state.get("final", {}).get("val_accuracy"))
-        path = run.stage_dir(stage) / "metrics.json"
-        metrics = read_json(path) if path.is_file() else {}
+        metrics = run.read_stage_record(stage, METRICS_FILE) or {}
         columns[f"{stage}.accuracy"] = metrics.get("accuracy")
         columns[f"{stage}.f1_macro"] = metrics.get("f1_macro")
         if per_class:

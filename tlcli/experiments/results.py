@@ -19,8 +19,8 @@ from tlcli.console import Console
 from tlcli.experiments.names import short_names
 from tlcli.experiments.space import best_config, trial_config
 from tlcli.experiments.study import import_optuna, slot
-from tlcli.files import read_json, write_csv_rows, write_json, write_text
-from tlcli.rundir import TARGET_STAGES
+from tlcli.files import write_csv_rows, write_json, write_text
+from tlcli.rundir import LOG_FILE, METRICS_FILE, TARGET_STAGES, RunDir
 from tlcli.train.evaluate import evaluate
 from tlcli.train.plots import pyplot, save_figure
 
@@ -89,9 +89,9 @@ def trial_rows(cfg: Config, study) -> list[dict[str, Any]]:
 def evaluated_metrics(run_folder: Path) -> dict[str, Any]:
     """metrics.json of the run's latest evaluated stage, or {} (not evaluated, not here)."""
     for stage in reversed(TARGET_STAGES):
-        path = run_folder / stage / "metrics.json"
-        if path.is_file():
-            return read_json(path)
+        metrics = RunDir(run_folder).read_stage_record(stage, METRICS_FILE)
+        if metrics is not None:
+            return metrics
     return {}
 
 
@@ -113,7 +113,7 @@ def _evaluate_best(cfg: Config, best) -> None:
     if not folder.is_dir() or evaluated_metrics(folder):
         return
     trial_cfg = trial_config(cfg, best.user_attrs.get("values", {}), folder.parent, folder.name)
-    with (folder / "log.txt").open("a") as out:
+    with (folder / LOG_FILE).open("a") as out:
         evaluate(trial_cfg, None, Console(True, file=out))
 
 

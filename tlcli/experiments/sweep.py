@@ -33,7 +33,7 @@ from tlcli.experiments.names import short_names
 from tlcli.experiments.results import write_results
 from tlcli.experiments.space import grid_space, suggest, trial_config
 from tlcli.files import write_json, write_text
-from tlcli.rundir import SWEEP_RECORD, Mode, RunDir
+from tlcli.rundir import LOG_FILE, SWEEP_RECORD, Mode, RunDir
 from tlcli.runtime.startup import import_tensorflow
 from tlcli.train.evaluate import evaluate
 from tlcli.train.head_search import BASELINE_KEYS, search_blocker
@@ -228,7 +228,7 @@ def _one_trial(cfg: Config, study, trial, budget: int, folder: Path, console: Co
     trial_cfg = trial_config(cfg, values, folder / "trials", f"{number:04d}")
     trial.set_user_attr("folder", str(trial_cfg.run_dir))
     trial.set_user_attr("values", values)
-    log = trial_cfg.run_dir / "log.txt"
+    log = trial_cfg.run_dir / LOG_FILE
     log.parent.mkdir(parents=True, exist_ok=True)
     try:
         with studies.heartbeat(trial, max(1.0, cfg.sweep.stale_after / 6)), log.open("a") as out:
@@ -262,7 +262,7 @@ def values_of(trial) -> dict[str, Any]:
 
 def _evaluate(trial_cfg: Config) -> None:
     """Score the trial's last stage on evaluate.split (its metrics.json feeds the results)."""
-    with (trial_cfg.run_dir / "log.txt").open("a") as out:
+    with (trial_cfg.run_dir / LOG_FILE).open("a") as out:
         evaluate(trial_cfg, None, Console(True, file=out))
 
 

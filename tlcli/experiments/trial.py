@@ -16,8 +16,7 @@ import keras
 
 from tlcli.config import Config
 from tlcli.console import Console
-from tlcli.files import write_json
-from tlcli.rundir import RunDir
+from tlcli.rundir import TRIAL_RECORD, RunDir
 from tlcli.train.stages import STAGE_FUNCTIONS
 
 
@@ -64,7 +63,7 @@ def run_trial(
     started = time.perf_counter()
     run = RunDir(cfg.run_dir)
     record = {"number": trial.number, "values": values, "state": "running", "metric": metric}
-    write_json(run.path / "trial.json", record)
+    run.write_record(TRIAL_RECORD, record)
     outcome = TrialOutcome("complete")
     try:
         for stage in cfg.defined_stages():
@@ -88,7 +87,7 @@ def run_trial(
         seconds=outcome.seconds,
         pruned_at_epoch=outcome.pruned_at,
     )
-    write_json(run.path / "trial.json", record)
+    run.write_record(TRIAL_RECORD, record)
     return outcome
 
 

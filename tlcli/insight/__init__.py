@@ -1,4 +1,4 @@
-"""Insight: know your data and your model's mistakes.
+"""Insight: know your data and your model's mistakes (it reads a run, and changes no model).
 
     features.py        the frozen base's features of every image, through the run's feature cache
     duplicates.py      near-duplicate pairs, within and across splits
@@ -7,7 +7,7 @@
     doctor.py          `tlcli doctor`: the three checks, doctor.csv, contact sheets, a summary
     contact_sheet.py   thumbnails in a captioned grid (the doctor's sheets, the error gallery)
     errors_report.py   most-confused pairs, errors.csv, the gallery of mistakes
-    calibration.py     reliability diagram; temperature scaling fitted on val, kept in model.keras
+    calibration.py     the reliability diagram (the temperature is fitted in tlcli.train)
     run_facts.py       what a run folder says about itself, read once for the reports
     model_card.py      MODEL_CARD.md of an evaluated stage
     report_html.py     report.html: one self-contained page per run

@@ -37,16 +37,10 @@ from tlcli.insight.features import target_features
 from tlcli.insight.label_issues import MAX_LABEL_PROBABILITY, find_label_issues
 from tlcli.insight.outliers import LIMIT, NEIGHBOURS, find_outliers
 from tlcli.insight.reports import refresh_pages
-from tlcli.insight.run_facts import DOCTOR_DIR, DOCTOR_SUMMARY
-from tlcli.rundir import RunDir
+from tlcli.rundir import DOCTOR_CSV, DOCTOR_DIR, DOCTOR_SHEETS, DOCTOR_SUMMARY, RunDir
 
 COLUMNS = ["file", "split", "label", "issue", "score", "other", "note"]
-SHEETS = {
-    "near-duplicates": "duplicates.png",
-    "label conflicts": "conflicts.png",
-    "likely label errors": "label_issues.png",
-    "outliers": "outliers.png",
-}
+SHEETS = DOCTOR_SHEETS
 
 
 @dataclass
@@ -191,7 +185,7 @@ def _counts(rows: list[dict]) -> dict[str, int]:
 
 def _write(findings: DoctorFindings, found, seconds: float, cfg: Config) -> None:
     folder = findings.folder
-    write_csv_rows(folder / "doctor.csv", findings.rows, COLUMNS)
+    write_csv_rows(folder / DOCTOR_CSV, findings.rows, COLUMNS)
     kinds = {"near-duplicates": "near-duplicate", "label conflicts": "label conflict",
              "likely label errors": "label", "outliers": "outlier"}  # fmt: skip
     sheets = {}
@@ -239,7 +233,7 @@ def _tile(row: dict) -> Tile:
 def _print(findings: DoctorFindings, console: Console) -> None:
     counts = findings.counts
     console.table(
-        f"doctor: {findings.folder / 'doctor.csv'}",
+        f"doctor: {findings.folder / DOCTOR_CSV}",
         ["finding", "count"],
         [
             ["near-duplicate pairs", str(counts["near-duplicate"])],

@@ -24,12 +24,11 @@ import numpy as np
 from tlcli.console import Console
 from tlcli.files import write_csv_rows
 from tlcli.insight.contact_sheet import MAX_TILES, Tile, draw_contact_sheet
+from tlcli.rundir import ERRORS_CSV, ERRORS_GALLERY
 
 if TYPE_CHECKING:
     from tlcli.train.evaluate import Evaluation
 
-ERRORS_CSV = "errors.csv"
-GALLERY = "errors.png"
 TOP_K = 3
 COLUMNS = ["file", "true_label", "predicted_label", "confidence", "true_label_probability",
            "top_k"]  # fmt: skip
@@ -98,7 +97,7 @@ def write_error_report(evaluation: Evaluation, console: Console, title: str) -> 
         )
         for row in rows
     ]
-    draw_contact_sheet(tiles, evaluation.file(GALLERY), heading)
+    draw_contact_sheet(tiles, evaluation.file(ERRORS_GALLERY), heading)
     pairs = confused_pairs(np.asarray(evaluation.metrics["confusion_matrix"]), evaluation.classes)
     if pairs:
         console.table(

@@ -18,8 +18,8 @@ from tlcli.config import weights_label
 from tlcli.files import write_text
 from tlcli.insight.errors_report import confused_pairs
 from tlcli.insight.run_facts import RunFacts, StageFacts
+from tlcli.rundir import CONFIG_FILE, MODEL_CARD
 
-MODEL_CARD = "MODEL_CARD.md"
 WEAK_CLASSES = 3  # the lowest-recall classes named
 FEW_IMAGES = 30  # a class scored on fewer test images than this gets a caveat
 
@@ -277,7 +277,7 @@ def _versions(facts: RunFacts) -> list[str]:
 
 
 def _reproduce(facts: RunFacts, stage: StageFacts) -> list[str]:
-    config = facts.path / "config.yaml"
+    config = facts.path / CONFIG_FILE
     commands = [f"tlcli run {config} --set name={facts.name}-again"]
     if stage.calibration:
         commands.append(f"tlcli evaluate {config} --set name={facts.name}-again "

@@ -24,11 +24,21 @@ from pathlib import Path
 import numpy as np
 
 from tlcli.files import write_text
-from tlcli.insight.errors_report import ERRORS_CSV, GALLERY, confused_pairs
+from tlcli.insight.errors_report import confused_pairs
 from tlcli.insight.model_card import training_lines
-from tlcli.insight.run_facts import DOCTOR_DIR, RunFacts, StageFacts, read_run
+from tlcli.insight.run_facts import RunFacts, StageFacts, read_run
+from tlcli.rundir import (
+    CONFIG_FILE,
+    CONFUSION_PLOT,
+    CURVES_PLOT,
+    DOCTOR_CSV,
+    DOCTOR_DIR,
+    ERRORS_CSV,
+    ERRORS_GALLERY,
+    RELIABILITY_PLOT,
+    REPORT_PAGE,
+)
 
-REPORT = "report.html"
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
        max-width: 1100px; margin: 0 auto; padding: 0 16px 40px; }
@@ -45,7 +55,7 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 
 
 def write_report_page(run_path: Path) -> Path:
-    target = run_path / REPORT
+    target = run_path / REPORT_PAGE
     write_text(target, report_page(read_run(run_path)))
     return target
 
@@ -95,12 +105,12 @@ def _summary(facts: RunFacts) -> str:
 def _stage(facts: RunFacts, stage: StageFacts) -> str:
     folder = stage.folder
     head = f'<h2 id="{stage.name}">{stage.name}</h2>' + _how_trained(facts, stage)
-    curves = _figure(folder / "curves.png", _curves_caption(stage))
+    curves = _figure(folder / CURVES_PLOT, _curves_caption(stage))
     if stage.metrics is None:
-        config = facts.path / "config.yaml"
+        config = facts.path / CONFIG_FILE
         return (
             f"{head}<p>Trained, not evaluated yet: <code>tlcli evaluate {_e(str(config))} "
-            f"--stage {stage.name}</code> (from Python: <code>tlcli.train.evaluate(cfg, "
+            f"--stage {stage.name}</code> (from Python: <code>tlcli.api.evaluate(cfg, "
             f"'{stage.name}')</code>).</p>{curves}"
         )
     m = stage.metrics
@@ -132,14 +142,14 @@ def _stage(facts: RunFacts, stage: StageFacts) -> str:
             f"<b>{m['accuracy']:.3f}</b>, macro F1 <b>{m['f1_macro']:.3f}</b>, weighted F1 "
             f"{m['f1_weighted']:.3f}.</p>",
             f'<div class="row"><div>{per_class}</div>'
-            + _figure(folder / "confusion_matrix.png", "confusion matrix")
+            + _figure(folder / CONFUSION_PLOT, "confusion matrix")
             + "</div>",
             f'<div class="row">{curves}'
-            + _figure(folder / "reliability.png", _calibration_text(stage))
+            + _figure(folder / RELIABILITY_PLOT, _calibration_text(stage))
             + "</div>",
             f"<h3>Most confused</h3>{pairs_table}",
             f"<h3>Mistakes, most confident first</h3><p>Every one in {errors_link}.</p>"
-            + _figure(folder / GALLERY, ""),
+            + _figure(folder / ERRORS_GALLERY, ""),
         ]
     )
 
@@ -210,7 +220,7 @@ def _doctor(facts: RunFacts) -> str:
     sheets = "".join(
         _figure(folder / sheet, title) for title, sheet in doctor.get("sheets", {}).items()
     )
-    link = f'<a href="{DOCTOR_DIR}/doctor.csv">{DOCTOR_DIR}/doctor.csv</a>'
+    link = f'<a href="{DOCTOR_DIR}/{DOCTOR_CSV}">{DOCTOR_DIR}/{DOCTOR_CSV}</a>'
     return (
         f"{head}<p>{doctor.get('images', '?')} images checked; every finding in {link}.</p>"
         + _table(["finding", "images or pairs"], rows)

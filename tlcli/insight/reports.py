@@ -1,52 +1,26 @@
 """Every report of an evaluation, in one call: the error report, the reliability diagram, the
 model card, and the run's report page.
 
-    evaluate_and_report(cfg, stage, calibrate=True)   calibrate (or undo it), evaluate, report
-    write_reports(run_dir)                            draw them again from the run folder
-    refresh_pages(run_dir)                            model cards and report.html only (doctor)
+    write_reports(run_dir)     draw them from the run folder
+    refresh_pages(run_dir)     model cards and report.html only (doctor)
 
-`tlcli evaluate` and `tlcli run` call these after evaluating; `tlcli report RUN_DIR` redraws
-them (no model is loaded: each evaluation saved its predictions beside metrics.json).
+`tlcli.api.run` and `tlcli.api.evaluate` call these after evaluating; `tlcli report RUN_DIR`
+redraws them (no model is loaded: each evaluation saved its predictions beside metrics.json).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tlcli.config import Config
 from tlcli.console import Console
-from tlcli.insight.calibration import (
-    RELIABILITY_PLOT,
-    calibrate_stage,
-    plot_reliability,
-    uncalibrate_stage,
-)
+from tlcli.insight.calibration import plot_reliability
 from tlcli.insight.errors_report import write_error_report
-from tlcli.insight.model_card import MODEL_CARD, write_model_card
+from tlcli.insight.model_card import write_model_card
 from tlcli.insight.report_html import write_report_page
 from tlcli.insight.run_facts import read_run
-from tlcli.rundir import TARGET_STAGES
+from tlcli.rundir import MODEL_CARD, RELIABILITY_PLOT, REPORT_PAGE, TARGET_STAGES
 from tlcli.runtime.distribute import is_chief
-from tlcli.train.evaluate import load_evaluation, score_stage
-
-
-def evaluate_and_report(
-    cfg: Config,
-    stage: str | None = None,
-    console: Console | None = None,
-    *,
-    calibrate: bool | None = None,
-):
-    """Calibrate the stage (True), undo its calibration (False) or leave it (None); evaluate
-    it; write its reports and the run's report page. Returns the `Evaluation`."""
-    console = console or Console()
-    if calibrate:
-        calibrate_stage(cfg, stage, console)
-    elif calibrate is False:
-        uncalibrate_stage(cfg.run_dir, stage, console)
-    evaluation = score_stage(cfg, stage, console)
-    write_reports(cfg.run_dir, [evaluation.stage], console)
-    return evaluation
+from tlcli.train.evaluate import load_evaluation
 
 
 def write_reports(
@@ -56,7 +30,7 @@ def write_reports(
     `stages` (default: all), then report.html; returns the page's path."""
     console = console or Console()
     if not is_chief():
-        return run_dir / "report.html"
+        return run_dir / REPORT_PAGE
     facts = read_run(run_dir)
     for name in stages or TARGET_STAGES:
         evaluation = load_evaluation(run_dir / name)
@@ -80,7 +54,7 @@ def refresh_pages(run_dir: Path) -> Path:
     """Rewrite the model card of every evaluated stage and report.html from the run folder, for
     what changes them without a new evaluation (the doctor's findings); returns the page."""
     if not is_chief():
-        return run_dir / "report.html"
+        return run_dir / REPORT_PAGE
     facts = read_run(run_dir)
     for stage in facts.target_stages():
         if stage.metrics is not None:

@@ -18,11 +18,19 @@ from typing import Any
 
 import yaml
 
-from tlcli.files import read_json
-from tlcli.rundir import STAGES, TARGET_STAGES, RunDir
-
-DOCTOR_DIR = "doctor"
-DOCTOR_SUMMARY = "summary.json"
+from tlcli.rundir import (
+    CALIBRATION_RECORD,
+    CONFIG_FILE,
+    DATA_REPORT_FILE,
+    DOCTOR_SUMMARY,
+    METRICS_FILE,
+    SEARCH_RECORD,
+    STAGES,
+    TARGET_STAGES,
+    VERSIONS_FILE,
+    RunDir,
+    read_record,
+)
 
 
 @dataclass
@@ -60,10 +68,10 @@ def read_run(path: Path) -> RunFacts:
     run = RunDir(path)
     facts = RunFacts(
         path=path,
-        config=_yaml(path / "config.yaml"),
-        versions=_json(path / "versions.json") or {},
-        data_report=_json(path / "data_report.json") or {},
-        doctor=_json(path / DOCTOR_DIR / DOCTOR_SUMMARY),
+        config=_yaml(run.file(CONFIG_FILE)),
+        versions=run.read_record(VERSIONS_FILE) or {},
+        data_report=run.read_record(DATA_REPORT_FILE) or {},
+        doctor=read_record(run.doctor_dir, DOCTOR_SUMMARY),
     )
     for stage in STAGES:
         if run.is_finished(stage):
@@ -72,15 +80,11 @@ def read_run(path: Path) -> RunFacts:
                 stage,
                 folder,
                 run.stage_state(stage) or {},
-                _json(folder / "metrics.json"),
-                _json(folder / "calibration.json"),
-                _json(folder / "search.json"),
+                run.read_stage_record(stage, METRICS_FILE),
+                run.read_stage_record(stage, CALIBRATION_RECORD),
+                run.read_stage_record(stage, SEARCH_RECORD),
             )
     return facts
-
-
-def _json(path: Path) -> Any:
-    return read_json(path) if path.is_file() else None
 
 
 def _yaml(path: Path) -> dict[str, Any]:

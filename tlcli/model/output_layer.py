@@ -2,7 +2,7 @@
 logits, keep and restore its weights.
 
 Dividing the layer's kernel and bias by T divides its logits by T: that is temperature scaling
-(`tlcli.insight.calibration`), with no new layer, so a calibrated model.keras still loads with
+(`tlcli.train.calibration`), with no new layer, so a calibrated model.keras still loads with
 plain Keras and every export inherits it. The weights from before calibration are kept in a
 file beside the model, so calibrating again starts from them and `unfreeze` trains on from
 the uncalibrated head.
@@ -29,7 +29,6 @@ from tlcli.errors import RunError
 from tlcli.files import atomic_path
 
 OUTPUT_LAYER = "predictions"
-UNCALIBRATED_FILE = "uncalibrated_output.npz"
 
 
 def output_layer(model: keras.Model) -> keras.layers.Dense:

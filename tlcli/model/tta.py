@@ -11,7 +11,7 @@ anywhere without tlcli's code and every export format carries it; it is exact (e
 one input times 1.0). Training never sees this wrapper: stages train the plain network
 (`without_tta`) and wrap it when they save.
 
-A calibrated wrapper (`tlcli.insight.calibration`) scales the mean, not each branch:
+A calibrated wrapper (`tlcli.train.calibration`) scales the mean, not each branch:
 
     ... -> mean -> log -> / T -> softmax
 

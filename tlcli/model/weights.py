@@ -32,6 +32,7 @@ import keras
 from tlcli.bases import build_base
 from tlcli.errors import ConfigError, RunError
 from tlcli.model.network import find_base
+from tlcli.rundir import MODEL_FILE, RunDir
 
 
 def build_base_with_weights(
@@ -124,7 +125,7 @@ def find_saved_model(path: Path) -> Path:
     """A model.keras file, given the file itself, a stage folder or a run folder."""
     if path.is_file():
         return path
-    for candidate in (path / "model.keras", path / "pretrain" / "model.keras"):
+    for candidate in (path / MODEL_FILE, RunDir(path).model_path("pretrain")):
         if candidate.is_file():
             return candidate
     raise ConfigError(f"{path}: no model.keras here (nor in {path / 'pretrain'})")

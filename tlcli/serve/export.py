@@ -43,8 +43,8 @@ import numpy as np
 from tlcli import __version__
 from tlcli.console import Console
 from tlcli.errors import ConfigError, Remedy, RunError
-from tlcli.files import atomic_dir, read_json, write_json
-from tlcli.rundir import LABELS_FILE, STAGES, RunDir, check_stage_name
+from tlcli.files import atomic_dir, write_json
+from tlcli.rundir import EXPORT_INFO, LABELS_FILE, STAGE_RECORD, STAGES, RunDir, check_stage_name
 from tlcli.runtime.startup import import_tensorflow, quiet_stderr
 from tlcli.serve.formats import (
     ARTEFACTS,
@@ -106,7 +106,7 @@ class ExportResult:
 def default_export_dir(run: RunDir, stage: str, export_format: str, quantize: str) -> Path:
     """`<run>/export/<stage>-<format>`, with `-<quantize>` when it is not none."""
     suffix = "" if quantize == "none" else f"-{quantize}"
-    return run.path / "export" / f"{stage}-{export_format}{suffix}"
+    return run.export_dir / f"{stage}-{export_format}{suffix}"
 
 
 def export_stage(
@@ -150,7 +150,7 @@ def export_stage(
         shutil.copyfile(reference.labels_file, tmp / LABELS_FILE)
         checks = _check_export(job, sample, expected, details, force)
         size = _size(tmp / ARTEFACTS[export_format])
-        write_json(tmp / "export.json", _metadata(job, stage, reference, checks, force))
+        write_json(tmp / EXPORT_INFO, _metadata(job, stage, reference, checks, force))
     run.record_export(folder, stage)  # so that overwriting the stage can name it
     artefact = folder / ARTEFACTS[export_format]
     result = ExportResult(folder, artefact, size, checks)
@@ -311,7 +311,7 @@ def _check_request(
         import_onnx_packages("onnx", "onnxruntime", "tf2onnx", purpose="the onnx format")
     if stage is not None:
         check_stage_name(stage)
-    if run_dir.name in STAGES and (run_dir / "stage.json").is_file():  # a stage folder
+    if run_dir.name in STAGES and (run_dir / STAGE_RECORD).is_file():  # a stage folder
         if stage not in (None, run_dir.name):
             raise ConfigError(f"{run_dir} is the {run_dir.name} stage, not {stage}")
         run_dir, stage = run_dir.parent, run_dir.name
@@ -413,8 +413,7 @@ def _size(path: Path) -> int:
 
 def _stage_calibration(stage_dir: Path) -> dict | None:
     """stage.json's `calibration` (the temperature the model carries), or None."""
-    state = stage_dir / "stage.json"
-    return read_json(state).get("calibration") if state.is_file() else None
+    return (RunDir(stage_dir.parent).stage_state(stage_dir.name) or {}).get("calibration")
 
 
 def _metadata(
@@ -436,7 +435,7 @@ def _metadata(
             "forced": force and not passed,
             "checks": {name: result.as_dict() for name, result in checks.items()},
         },
-        # The temperature is inside the weights (tlcli.insight.calibration): say so here.
+        # The temperature is inside the weights (tlcli.train.calibration): say so here.
         "calibration": _stage_calibration(reference.path.parent),
         "tlcli": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

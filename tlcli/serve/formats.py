@@ -8,16 +8,11 @@
 
 from __future__ import annotations
 
-from tlcli.rundir import MODEL_FILE
+from tlcli.rundir import MODEL_FILES
 
 # The file (or folder) each model format is saved as: what a stage or export folder may hold,
 # in the order they are looked for.
-ARTEFACTS = {
-    "keras": MODEL_FILE,
-    "savedmodel": "saved_model",
-    "tflite": "model.tflite",
-    "onnx": "model.onnx",
-}
+ARTEFACTS = MODEL_FILES
 EXPORT_FORMATS = tuple(ARTEFACTS)
 QUANTIZE_MODES = ("none", "dynamic", "float16", "int8")
 # The quantize modes each format offers (TFLite's converter, ONNX Runtime's quantization).

@@ -35,6 +35,7 @@ import numpy as np
 
 from tlcli.data.images import decode_many
 from tlcli.errors import RunError
+from tlcli.rundir import SPLIT_FILE
 from tlcli.serve.predictor import tflite_interpreter
 
 SAMPLE_SIZE = 64
@@ -127,7 +128,7 @@ def check_images(run_path: Path, size: tuple[int, int], limit: int = SAMPLE_SIZE
     chosen: list[Path] = []
     for name in SAMPLE_SPLITS:
         chosen += _spread(splits.get(name, []), limit - len(chosen))
-    return _decode_all(chosen, size, f"{run_path / 'split.csv'} (val, test, train)")
+    return _decode_all(chosen, size, f"{run_path / SPLIT_FILE} (val, test, train)")
 
 
 def calibration_images(
@@ -135,7 +136,7 @@ def calibration_images(
 ) -> np.ndarray:
     """Up to `limit` training images, spread over the split, for int8 calibration."""
     train = _spread(_split_paths(run_path).get("train", []), limit)
-    return _decode_all(train, size, f"the train rows of {run_path / 'split.csv'}")
+    return _decode_all(train, size, f"the train rows of {run_path / SPLIT_FILE}")
 
 
 def non_integer_layers(tflite_path: Path) -> tuple[int, list[str]]:
@@ -168,7 +169,7 @@ def non_integer_layers(tflite_path: Path) -> tuple[int, list[str]]:
 
 
 def _split_paths(run_path: Path) -> dict[str, list[Path]]:
-    split_csv = run_path / "split.csv"
+    split_csv = run_path / SPLIT_FILE
     if not split_csv.is_file():
         raise RunError(f"{split_csv} is missing: the export check needs the run's images")
     splits: dict[str, list[Path]] = {}

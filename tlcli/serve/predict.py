@@ -49,6 +49,7 @@ from tlcli.console import Console
 from tlcli.data.images import DecodedImage, decode_image, list_files, map_in_threads
 from tlcli.errors import ConfigError, DataError
 from tlcli.files import atomic_path
+from tlcli.rundir import LABELS_FILE
 from tlcli.serve.formats import PREDICTION_FORMATS
 from tlcli.serve.predictor import Predictor, load_predictor
 
@@ -156,7 +157,7 @@ def predict_images(
     notice = console.status if to_stdout else console.info
     notice(f"model: {predictor.describe()}")
     if predictor.labels_file is None:
-        console.warn(f"no {predictor.path.parent / 'labels.txt'}: labels are class indices")
+        console.warn(f"no {predictor.path.parent / LABELS_FILE}: labels are class indices")
     failed: list[Prediction] = []
     # No progress bar while data streams to stdout: the bar would draw between the rows.
     progress_console = Console(quiet=True) if to_stdout else console

@@ -11,6 +11,7 @@
     searched_head.py  the finetune stage with `search: auto`: mirror features, search, record
     weight_mix.py     unfreeze ends with the best finetune/unfreeze weight mix on validation
     evaluate.py       the evaluate stage
+    calibration.py    temperature scaling fitted on val, written into the stage's model.keras
     metrics.py        accuracy, precision, recall, F1, confusion matrix
     plots.py          curves.png, confusion_matrix.png
 

@@ -27,7 +27,7 @@ from tlcli.config import AugmentConfig, Config, DataConfig, TrainStage
 from tlcli.console import Console, plural, shown_path
 from tlcli.data.stage_data import DecodedSplit, StageData
 from tlcli.files import atomic_path
-from tlcli.rundir import TARGET_STAGES, RunDir
+from tlcli.rundir import BACKUP_DIR, TARGET_STAGES, RunDir
 from tlcli.runtime.distribute import is_chief, is_multi_worker, wait_for_workers, write_path
 from tlcli.runtime.scope import describe_runtime, model_scope, runtime_line
 from tlcli.train.record import begin_stage, end_stage
@@ -140,7 +140,7 @@ def fit_as_configured(job: StageJob, model, inputs: TrainingInputs):
     def fit():
         outcome = fit_stage(
             inputs.model, train, val_ds, job.settings, write_path(job.stage_dir),
-            job.console.keras_verbose, resume_from=job.stage_dir / "backup",
+            job.console.keras_verbose, resume_from=job.stage_dir / BACKUP_DIR,
             extra_callbacks=job.callbacks,
         )  # fmt: skip
         if job.name == "unfreeze":

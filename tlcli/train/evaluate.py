@@ -27,11 +27,9 @@ from tlcli.console import Console
 from tlcli.data.stage_data import DecodedSplit
 from tlcli.errors import DataError
 from tlcli.files import atomic_path, read_json, write_json
-from tlcli.rundir import LABELS_FILE, RunDir
+from tlcli.rundir import CONFUSION_PLOT, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, RunDir
 from tlcli.runtime.distribute import is_chief
 from tlcli.train.prepare import start_stage_work
-
-PREDICTIONS_FILE = "predictions.npz"
 
 
 @dataclass
@@ -67,7 +65,7 @@ class Evaluation:
 
 def load_evaluation(stage_dir: Path) -> Evaluation | None:
     """The evaluation saved in `stage_dir`, or None when the stage was not evaluated."""
-    metrics_file, saved_file = stage_dir / "metrics.json", stage_dir / PREDICTIONS_FILE
+    metrics_file, saved_file = stage_dir / METRICS_FILE, stage_dir / PREDICTIONS_FILE
     if not (metrics_file.is_file() and saved_file.is_file()):
         return None
     with np.load(saved_file) as saved:
@@ -117,11 +115,11 @@ def score_stage(
         default_split=split_name == evaluation_split(cfg, "auto"),
     )  # fmt: skip
     if is_chief():
-        write_json(evaluation.file("metrics.json"), metrics)
+        write_json(evaluation.file(METRICS_FILE), metrics)
         evaluation.save()
         plot_confusion(
             metrics,
-            evaluation.file("confusion_matrix.png"),
+            evaluation.file(CONFUSION_PLOT),
             f"{cfg.name}: {stage}, {split_name}",
         )
     console.table(

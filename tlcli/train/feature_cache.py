@@ -41,12 +41,13 @@ from tlcli.files import RowWriter, atomic_path, cached_entry, mark_used, open_ar
 from tlcli.model.freezing import unfreeze_top
 from tlcli.model.network import find_base
 from tlcli.model.split import SplitModel, split_at_head, split_in_base, top_up_to
+from tlcli.rundir import CACHED_TOP
 
 FEATURE_CHUNK = 1024  # images per predict() call
 DEFAULT_VIEWS = 4  # `cache: on` with augmentation and no cache_views
 # A cut inside the base caches feature maps, not vectors: refuse above this size on disk.
 PREFIX_CACHE_LIMIT_BYTES = 16 * 2**30
-TOP_FILE = "cached_top.keras"  # a cached stage's trained top, for evaluate
+TOP_FILE = CACHED_TOP  # a cached stage's trained top, for evaluate
 
 
 @dataclass

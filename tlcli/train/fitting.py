@@ -47,6 +47,7 @@ import keras
 from tlcli.config import TrainStage
 from tlcli.data.pipeline import EpochBatches
 from tlcli.files import atomic_path, read_csv_rows, write_csv_rows
+from tlcli.rundir import BACKUP_DIR, HISTORY_FILE, LOGS_DIR
 from tlcli.runtime.distribute import same_on_all_workers
 from tlcli.train.training_state import load_state, save_state
 
@@ -235,8 +236,8 @@ def fit_stage(
     throwaway stage_dir but resumes from the chief's backups, like every other worker.
     `extra_callbacks` are the caller's, run after tlcli's own (so they see each epoch backed up).
     """
-    backup_dir = stage_dir / "backup"
-    history_csv = stage_dir / "history.csv"
+    backup_dir = stage_dir / BACKUP_DIR
+    history_csv = stage_dir / HISTORY_FILE
     stage_dir.mkdir(parents=True, exist_ok=True)  # CSVLogger opens history.csv in it
     early = _early_stopping(stage, val_ds is not None)
     initial_epoch, rows, last_epoch = _resume(
@@ -252,7 +253,7 @@ def fit_stage(
         HistoryLogger(str(history_csv), append=True),
         *([early] if early else []),
         backup,
-        EpochTensorBoard(str(stage_dir / "logs"), write_graph=False, profile_batch=0),
+        EpochTensorBoard(str(stage_dir / LOGS_DIR), write_graph=False, profile_batch=0),
     ]
     callbacks += list(extra_callbacks)
     started = time.perf_counter()
@@ -298,7 +299,7 @@ def _resume(
     stopping; returns (epochs done, their history rows, the epoch to train up to)."""
     initial_epoch = same_on_all_workers(newest_backup(source), f"the backup in {source}")
     # The chief's history, beside its backups: every worker replays the same epochs.
-    rows = finished_rows(source.parent / "history.csv", initial_epoch) if initial_epoch else []
+    rows = finished_rows(source.parent / HISTORY_FILE, initial_epoch) if initial_epoch else []
     if initial_epoch:
         trim_history(history_csv, initial_epoch)
     elif history_csv.exists():

@@ -21,8 +21,8 @@ from tlcli import __version__
 from tlcli.config import Config
 from tlcli.console import Console
 from tlcli.data.stage_data import StageData, load_stage_data
-from tlcli.files import write_json, write_text
-from tlcli.rundir import LABELS_FILE, RunDir
+from tlcli.files import write_text
+from tlcli.rundir import CONFIG_FILE, DATA_REPORT_FILE, LABELS_FILE, VERSIONS_FILE, RunDir
 from tlcli.runtime.distribute import is_chief, start_distribution, write_path
 from tlcli.runtime.startup import import_tensorflow, set_seed
 
@@ -53,7 +53,7 @@ def write_run_files(cfg: Config, run: RunDir) -> None:
     import tensorflow as tf
 
     run.path.mkdir(parents=True, exist_ok=True)
-    write_text(run.path / "config.yaml", cfg.to_yaml())
+    write_text(run.file(CONFIG_FILE), cfg.to_yaml())
     versions = {
         "tlcli": __version__,
         "python": sys.version.split()[0],
@@ -62,7 +62,7 @@ def write_run_files(cfg: Config, run: RunDir) -> None:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
-    write_json(run.path / "versions.json", versions)
+    run.write_record(VERSIONS_FILE, versions)
 
 
 def load_data(
@@ -89,7 +89,7 @@ def load_data(
     if report["skipped"] or report["converted"]:
         console.warn(
             f"{len(report['skipped'])} file(s) skipped, {len(report['converted'])} converted: "
-            f"see {report_dir / 'data_report.json'}"
+            f"see {report_dir / DATA_REPORT_FILE}"
         )
     for warning in report["warnings"]:
         console.warn(warning)

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from tlcli.config import Config, stage_fingerprint
 from tlcli.files import read_json, write_text
-from tlcli.rundir import LABELS_FILE, RunDir
+from tlcli.rundir import (
+    BACKUP_DIR,
+    CURVES_PLOT,
+    HISTORY_FILE,
+    LABELS_FILE,
+    SEARCH_RECORD,
+    RunDir,
+)
 from tlcli.train.plots import plot_curves, plot_search
 
 if TYPE_CHECKING:
@@ -39,9 +46,9 @@ def end_stage(
     write_text(stage_dir / LABELS_FILE, "\n".join(job.data.classes) + "\n")
     title = f"{job.cfg.name}: {job.name}"
     if "search" in outcome.details:  # one fit, no epochs: show what the search compared
-        plot_search(read_json(stage_dir / "search.json"), stage_dir / "curves.png", title)
+        plot_search(read_json(stage_dir / SEARCH_RECORD), stage_dir / CURVES_PLOT, title)
     else:
-        plot_curves(stage_dir / "history.csv", stage_dir / "curves.png", title)
+        plot_curves(stage_dir / HISTORY_FILE, stage_dir / CURVES_PLOT, title)
     job.run.finish_stage(
         job.name,
         {
@@ -64,4 +71,4 @@ def end_stage(
             **(details or {}),
         },
     )
-    shutil.rmtree(stage_dir / "backup", ignore_errors=True)
+    shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)

@@ -24,6 +24,7 @@ import tlcli.train.head_search as head_search
 from tlcli.console import plural
 from tlcli.files import read_rows, write_csv_rows, write_json
 from tlcli.model.output_layer import output_layer
+from tlcli.rundir import HISTORY_FILE, SEARCH_RECORD
 from tlcli.runtime.scope import model_scope
 from tlcli.train.fitting import FitOutcome
 
@@ -178,9 +179,9 @@ def _scores(choice, x, x_mirror, y, n_train: int) -> dict[str, float]:
 def _record(job: StageJob, choice, final: dict[str, float] | None, seconds: float) -> None:
     """search.json; history.csv too when the searched head is kept (`final`: its scores)."""
     if final is not None:
-        write_csv_rows(job.stage_dir / "history.csv", [{"epoch": 0, **final}], ["epoch", *final])
+        write_csv_rows(job.stage_dir / HISTORY_FILE, [{"epoch": 0, **final}], ["epoch", *final])
     write_json(
-        job.stage_dir / "search.json",
+        job.stage_dir / SEARCH_RECORD,
         {
             "chosen": {"lambda": choice.lam, "mirror": choice.flip,
                        "cv_accuracy": choice.cv_accuracy},

@@ -24,7 +24,7 @@ from typing import Any
 from tlcli.config import Config, TrainStage, stage_fingerprint
 from tlcli.console import Console, plural, shown_path
 from tlcli.errors import ConfigError, Remedy
-from tlcli.rundir import STAGES, TARGET_STAGES, Mode, Removed, RunDir
+from tlcli.rundir import STAGES, TARGET_STAGES, UNCALIBRATED_FILE, Mode, Removed, RunDir
 from tlcli.runtime.precision import follow_policy
 from tlcli.runtime.scope import model_scope
 from tlcli.train.core import StageJob, StageResult, format_accuracy, train_and_save
@@ -154,14 +154,14 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
 
     from tlcli.model.freezing import unfreeze_top
     from tlcli.model.network import FLOAT32_LAYERS, rebuild
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+    from tlcli.model.output_layer import restore_output_weights
     from tlcli.model.tta import has_tta, without_tta
 
     with model_scope(cfg.run):
         model = keras.models.load_model(run.model_path("finetune"), compile=False)
         if has_tta(model):  # trains without the mirror branch; saved with it again
             model = without_tta(model, base_training=False)
-        # A calibrated finetune (tlcli.insight.calibration) trains on from its head as trained.
+        # A calibrated finetune (tlcli.train.calibration) trains on from its head as trained.
         restore_output_weights(model, run.stage_dir("finetune") / UNCALIBRATED_FILE)
         if cfg.unfreeze.train_bn:
             model = rebuild(model, base_training=None)
@@ -179,8 +179,15 @@ def unfreeze_model(cfg: Config, run: RunDir, console: Console):
 STAGE_FUNCTIONS = {"pretrain": pretrain, "finetune": finetune, "unfreeze": unfreeze}
 
 
-def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> list[StageResult]:
-    """Every stage the config defines, in order, then evaluate each trained target stage."""
+def run_all(
+    cfg: Config,
+    mode: Mode = "new",
+    console: Console | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> list[StageResult]:
+    """Every stage the config defines, in order, then evaluate each trained target stage (the
+    reports on them are `tlcli.api.run`'s)."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
     started = run.started_stages()
@@ -199,7 +206,10 @@ def run_all(cfg: Config, mode: Mode = "new", console: Console | None = None) -> 
     if mode == "overwrite":
         _say_removed(console)(run.remove_stages(list(STAGES)))
         mode = "new"
-    results = [STAGE_FUNCTIONS[stage](cfg, mode, console) for stage in cfg.defined_stages()]
+    results = [
+        STAGE_FUNCTIONS[stage](cfg, mode, console, callbacks=callbacks)
+        for stage in cfg.defined_stages()
+    ]
     summary = []
     for result in results:
         if result.stage in TARGET_STAGES:

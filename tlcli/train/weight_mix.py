@@ -18,6 +18,7 @@ import numpy as np
 
 from tlcli.console import plural
 from tlcli.errors import RunError
+from tlcli.rundir import UNCALIBRATED_FILE
 from tlcli.train.fitting import FitOutcome
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def mix_with_finetune(job: StageJob, model, outcome: FitOutcome, tta: bool) -> F
     import keras
 
     from tlcli.data.pipeline import inputs_only, make_dataset
-    from tlcli.model.output_layer import UNCALIBRATED_FILE, restore_output_weights
+    from tlcli.model.output_layer import restore_output_weights
     from tlcli.model.tta import has_tta, with_flip_tta, without_tta
     from tlcli.runtime.scope import model_scope
 
