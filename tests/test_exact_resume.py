@@ -95,6 +95,7 @@ def _assert_same(resumed, reference) -> None:
         ("augmentation", {"finetune": 1, "unfreeze": 3}),  # the first, the last epoch
     ],
 )
+@pytest.mark.slow
 def test_a_resumed_stage_ends_as_an_uninterrupted_one(data_root, run, stops, monkeypatch):
     cfg = _config(data_root, RUNS[run], run.replace(" ", "-"))
     snapshots = data_root.parent / f"snapshots-{cfg.name}"

@@ -22,6 +22,7 @@ from tlcli.console import Console
 from tlcli.train import stages
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(tmp_path, write_config):
     _kill_mid_epoch_then_resume(tmp_path, write_config)
 

@@ -24,6 +24,7 @@ needs_photos = pytest.mark.skipif(
 
 
 @needs_weights
+@pytest.mark.slow
 def test_imagenet_weights_come_from_a_local_keras_home_without_network(
     image_folder, write_config, tmp_path
 ):
@@ -56,6 +57,7 @@ def test_imagenet_weights_come_from_a_local_keras_home_without_network(
 
 @needs_weights
 @needs_photos
+@pytest.mark.slow
 def test_real_weights_beat_random_weights_on_real_photos(tmp_path, write_config, cli):
     """Ants vs bees: a short frozen finetune on ImageNet features against random features."""
     accuracies = {}

@@ -294,6 +294,7 @@ def test_a_sweep_says_which_keys_the_head_search_decides(
     assert keys_the_search_decides(load_config(write_config(config))) == expected
 
 
+@pytest.mark.slow
 def test_trials_train_the_recipe_tlcli_run_trains_and_best_yaml_retrains_the_best(
     image_folder, write_config, cli
 ):
