@@ -194,6 +194,7 @@ def test_tpu_without_a_reachable_tpu_is_a_run_error(monkeypatch):
 # -------------------------------------------------------------------------- MirroredStrategy
 
 
+@pytest.mark.slow  # 20-40 s
 def test_mirrored_finetune_and_unfreeze_use_two_cpu_replicas(tmp_path, write_config):
     config = _tiny_config(
         tmp_path,
@@ -215,6 +216,7 @@ def test_mirrored_finetune_and_unfreeze_use_two_cpu_replicas(tmp_path, write_con
         assert (tmp_path / "runs" / "t" / stage / "model.keras").is_file()
 
 
+@pytest.mark.slow  # 20-40 s
 def test_mirrored_stage_resumes_from_its_backup(tmp_path, write_config):
     # cache off: the whole model trains, and its optimizer state is restored under the strategy
     config = _tiny_config(
@@ -236,6 +238,7 @@ def test_mirrored_stage_resumes_from_its_backup(tmp_path, write_config):
 # ---------------------------------------------------------------- MultiWorkerMirroredStrategy
 
 
+@pytest.mark.slow  # 20-40 s
 def test_two_local_workers_train_and_only_the_chief_writes(tmp_path, write_config):
     path = write_config(_tiny_config(tmp_path, run={"distribution": "multi_worker"}))
     run = tmp_path / "runs" / "t"

@@ -102,6 +102,7 @@ print("ok")
 
 
 @pytest.mark.parametrize("name", EXPORTS)
+@pytest.mark.slow  # the `exports` fixture converts to every format: ~100 s
 def test_each_export_passes_its_own_check(exports, trained_run, name):
     result = exports[name]
     assert result.exit_code == 0, result.output
@@ -120,6 +121,7 @@ def test_each_export_passes_its_own_check(exports, trained_run, name):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "temp folders"
 
 
+@pytest.mark.slow  # the `exports` fixture converts to every format: ~100 s
 def test_onnx_dynamic_export_is_smaller_and_computes_in_integers(exports, trained_run, cli):
     assert exports["onnx-dynamic"].exit_code == 0
     dynamic = trained_run / "export" / "finetune-onnx-dynamic" / "model.onnx"
@@ -136,6 +138,7 @@ def test_onnx_dynamic_export_is_smaller_and_computes_in_integers(exports, traine
     assert dynamic.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow  # the `exports` fixture converts to every format: ~100 s
 def test_int8_export_holds_integer_weights_and_is_smaller(exports, trained_run):
     assert exports["tflite-int8"].exit_code == 0
     int8 = trained_run / "export" / "finetune-tflite-int8" / "model.tflite"
@@ -149,6 +152,7 @@ def test_int8_export_holds_integer_weights_and_is_smaller(exports, trained_run):
     assert non_integer_layers(float32)[1], "the float export is reported as float"
 
 
+@pytest.mark.slow  # the `exports` fixture converts to every format: ~100 s
 def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained_run, tmp_path):
     assert all(result.exit_code == 0 for result in exports.values())
     images = sorted((trained_run.parent.parent / "data" / "val").rglob("*.*"))
@@ -179,6 +183,7 @@ def test_exports_match_the_run_in_a_fresh_process_without_tlcli(exports, trained
         assert check.passed, f"{name}: {check.describe()}"
 
 
+@pytest.mark.slow  # the `exports` fixture converts to every format: ~100 s
 def test_exports_carry_the_runs_test_time_augmentation(exports, trained_run):
     """The run's model averages each image with its mirror (model.tta: flip), so it answers
     the same for both; so does every export, and it agrees with the run on both."""
@@ -201,6 +206,7 @@ def test_exports_carry_the_runs_test_time_augmentation(exports, trained_run):
             assert check.passed, f"{name}: {check.describe()}"
 
 
+@pytest.mark.slow  # the `exports` fixture converts to every format: ~100 s
 def test_predict_reads_exports_as_files_or_folders(exports, trained_run, cli):
     images = sorted((trained_run.parent.parent / "data" / "test" / "disc").iterdir())
     exported = trained_run / "export"

@@ -103,6 +103,7 @@ def _calibrate(trained_run: Path, tmp_path: Path, cli) -> tuple[Path, Path, np.n
     return run, config, pixels, {"before": before, "fitted": fitted}
 
 
+@pytest.mark.slow  # ~35 s
 def test_calibrated_probabilities_agree_in_predict_and_export_and_undo(trained_run, tmp_path, cli):
     run, config, pixels, found = _calibrate(trained_run, tmp_path, cli)
     temperature, before = found["fitted"]["temperature"], found["before"]

@@ -29,6 +29,7 @@ def data(tmp_path_factory):
     )
 
 
+@pytest.mark.slow  # ~35 s
 def test_search_follows_values_never_whether_a_key_was_written(data, write_config, cli):
     """A finetune section that writes out its defaults (optimizer, schedule, label smoothing,
     early stopping) trains the same head as one that leaves them out: the search runs in both.

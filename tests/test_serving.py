@@ -66,7 +66,7 @@ def run_snippet(code: str, cwd: Path) -> tuple[str, float]:
     "name",
     # The TFLite snippet imports TensorFlow (~10 s): slow; test_export.py's fresh process already
     # runs the TFLite interpreter on every tflite export.
-    [pytest.param("tflite", marks=pytest.mark.slow), "onnx"],
+    [pytest.param(name, marks=pytest.mark.slow) for name in ("tflite", "onnx")],  # 80 s each
 )
 def test_readme_snippet_runs_as_written(name, serving_folder, trained_run):
     label, probability = run_snippet(snippet(name), serving_folder)

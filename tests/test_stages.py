@@ -184,6 +184,7 @@ def test_pretrained_base_is_reused_and_stays_frozen_in_finetune(tmp_path, write_
     assert finetuned.output_shape == (None, 3)
 
 
+@pytest.mark.slow  # ~60 s
 def test_unfreeze_trains_the_top_and_keeps_batchnorm_statistics(image_folder, write_config, cli):
     """ResNet50: the top block trains; BatchNorm moving statistics do not move (inference mode)."""
     config = config_dict(

@@ -20,7 +20,7 @@ def _trained_model() -> keras.Model:
 
 
 def _state(model: keras.Model) -> list[np.ndarray]:
-    return [np.array(v) for v in [*model.variables, *model.optimizer.variables]]
+    return [keras.ops.convert_to_numpy(v) for v in [*model.variables, *model.optimizer.variables]]
 
 
 def test_backup_restores_weights_optimizer_and_random_states(tmp_path):
