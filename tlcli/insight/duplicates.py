@@ -4,11 +4,7 @@ Two steps, because neither signal alone is enough:
 
 1. Candidates: for every image, its nearest neighbours by the frozen base's features (cosine
    similarity of mean-centred vectors) and by a 16 x 16 colour thumbnail (normalised per
-   channel). Pooled ImageNet features alone are too blurry a signal: on clothing photos with
-   MobileNetV2 at 160 px a planted copy (cropped to 90%, half size, JPEG quality 40, colours
-   shifted) was the original's nearest neighbour for only 78% of 189 copies, and its cosine
-   similarity (median 0.72) overlaps the similarity of different garments photographed on the
-   same sheet.
+   channel): pooled ImageNet features alone miss too many resized, recoloured copies.
 2. Verification: each candidate pair is aligned and compared pixel by pixel. One image, shrunk
    to 100%, 95%, 90%, 85% or 80% of the other's size, slides over the other (a 10% crop moves
    the content by up to 10%), and the score is the best normalised cross-correlation, per
@@ -16,14 +12,7 @@ Two steps, because neither signal alone is enough:
    at 64 x 64. Copies score near 1; different photos of similar things lower, because at 64
    pixels prints, folds and backgrounds no longer line up.
 
-The threshold, measured with `benchmarks/doctor_faults.py` on clothing (3,980 images after
-planting 189 copies; MobileNetV2 ImageNet, 160 px): at 0.90, 184 of the 189 planted pairs are
-found (97.4%) with 4 other pairs flagged (1.0 per 1,000 images), one of them a real duplicate of
-the dataset (one photo filed under both shoes and skirt); at 0.88 (an earlier run of the same
-planting, 10 neighbours) 97.9% with 17 other pairs, at 0.92 90% with 2. Perceptual hashes
-(imagehash's pHash) were tried first and dropped: the 10% crop moves a planted copy a median
-16 bits of 64 away from its original, and at 12 bits pHash found 24% of the copies with 2,626
-false pairs.
+Why two signals, and how the threshold was chosen: docs/notes-from-code.md.
 
 >>> rng = np.random.default_rng(0)
 >>> def scene():  # smooth random colours, like a photo at 64 px

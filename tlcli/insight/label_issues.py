@@ -7,12 +7,7 @@ features, each on all folds but one; each image is scored by the head that never
 and of those the doctor keeps the ones whose given label gets a probability below
 MAX_LABEL_PROBABILITY, the suggested label being the most likely class.
 
-Measured on clothing (10 classes, MobileNetV2 ImageNet features at 160 px) with 5% of the
-training labels flipped (153): cleanlab alone flagged 361 images, 88% of the flips but only 37%
-of its list real flips (the rest mostly shirts, t-shirts and longsleeves a linear head confuses
-anyway); keeping those below 0.05, `benchmarks/doctor_faults.py` flags 225, 127 of the flips
-(83%), 56% of the list real flips. C = 0.01 (strong regularisation) ranked best of 0.01, 0.05
-and 0.2.
+How MAX_LABEL_PROBABILITY and C were chosen: docs/notes-from-code.md.
 """
 
 from __future__ import annotations

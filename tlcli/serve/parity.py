@@ -15,8 +15,8 @@ reproduce the model: they are judged by max |dp|. Quantized ones (`float16`, `dy
 ONNX `dynamic`) cannot: float16 weights alone move a confident model's probabilities by a few
 hundredths, and 8-bit weights or activations by more. They are judged by top-1 agreement, with
 a loose bound on |dp| as a sanity check that a broken export (a wrong input scale, a collapsed
-weight tensor) exceeds. README's export section has the figures measured on real photographs
-(`benchmarks/export_quality.py`).
+weight tensor) exceeds. Figures on real photographs: the export-quality benchmark
+(docs/benchmarks.md).
 
 >>> keras_probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.502, 0.498]])
 >>> tflite_probs = np.array([[0.88, 0.12], [0.25, 0.75], [0.497, 0.503]])
