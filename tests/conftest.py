@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pty
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -262,6 +264,14 @@ def _as_in_a_terminal() -> None:
     a shell without job control (a CI script's `cmd &`) inherits SIGINT ignored, and Python then
     installs no KeyboardInterrupt handler: Ctrl-C would do nothing, as it should there."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def shown_resume_command(code: int, shown: str) -> list[str]:
+    """The resume command an interrupted command printed on a line of its own (exit 130)."""
+    assert code == 130, shown
+    found = re.search(r"\ninterrupted; to continue where it stopped:\n  (tlcli .*)\n", shown)
+    assert found, f"no resume command on a line of its own in:\n{shown[-600:]}"
+    return shlex.split(found.group(1))
 
 
 def run_on_a_terminal(command: list[str], interrupt_when) -> tuple[int, str]:

@@ -5,11 +5,9 @@ uninterrupted one is tests/test_exact_resume.py's; in a new process, test_resume
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import sys
 
-from conftest import config_dict, make_image_folder, run_on_a_terminal
+from conftest import config_dict, make_image_folder, run_on_a_terminal, shown_resume_command
 
 EPOCHS = 30  # short epochs on cached features: many, so that the interrupt lands in training
 
@@ -33,10 +31,7 @@ def test_ctrl_c_names_the_command_that_resumes_it(tmp_path, write_config, cli):
         [*command, "--overwrite"], lambda: any(backup.glob("epoch-*.weights.h5"))
     )
 
-    assert code == 130, shown
-    found = re.search(r"\ninterrupted; to continue where it stopped:\n  (tlcli .*)\n", shown)
-    assert found, f"no resume command on a line of its own in:\n{shown[-600:]}"
-    resume = shlex.split(found.group(1))
+    resume = shown_resume_command(code, shown)
     assert resume == ["tlcli", *command[3:], "--resume"]
     resumed = cli(*resume[1:])
     assert resumed.exit_code == 0, resumed.output

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -18,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_plot, config_dict, run_on_a_terminal, run_subprocess, words
+from conftest import (
+    assert_plot,
+    config_dict,
+    run_on_a_terminal,
+    run_subprocess,
+    shown_resume_command,
+    words,
+)
 
 SPACE = {
     "finetune.optimizer.learning_rate": "loguniform(1e-4, 1e-2)",
@@ -181,10 +186,7 @@ def test_ctrl_c_on_a_sweep_names_the_command_that_finishes_it(image_folder, writ
 
     code, shown = run_on_a_terminal(command, lambda: any(backup.glob("epoch-*.weights.h5")))
 
-    assert code == 130, shown
-    found = re.search(r"\ninterrupted; to continue where it stopped:\n  (tlcli .*)\n", shown)
-    assert found, f"no resume command on a line of its own in:\n{shown[-600:]}"
-    resume = shlex.split(found.group(1))
+    resume = shown_resume_command(code, shown)
     assert resume == ["tlcli", *command[3:], "--resume"]
     resumed = cli(*resume[1:])
     assert resumed.exit_code == 0, resumed.output
